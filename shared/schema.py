@@ -1,0 +1,154 @@
+"""The extraction schema, defined once: prompts, label validation and constrained decoding use it.
+
+A user may replace it with their own JSON Schema file (`TIQU_SCHEMA_PATH`). Two tiqu keywords on a
+property tell the rest of the system how to treat its values:
+
+- `x-tiqu-grounding`: `exact` (the value must occur in the source text), `coverage` (the value
+  must be mostly made of the source text) or `none`;
+- `x-tiqu-normalize`: `phone`, `email` or `text`, the comparison rule used everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from shared.settings import get_settings
+
+Grounding = Literal["exact", "coverage", "none"]
+Normalization = Literal["phone", "email", "text"]
+
+
+def _nullable_string(description: str, grounding: Grounding, normalize: Normalization) -> dict:
+    return {
+        "type": ["string", "null"],
+        "description": description,
+        "x-tiqu-grounding": grounding,
+        "x-tiqu-normalize": normalize,
+    }
+
+
+DEFAULT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "ComplaintContact",
+    "description": "投诉工单中的投诉人联系信息与投诉内容。",
+    "type": "object",
+    "properties": {
+        "name": _nullable_string(
+            "投诉人本人的姓名；客服、快递员等其他人的名字不算；没有则为 null。", "exact", "text"
+        ),
+        "phone": _nullable_string(
+            "投诉人本人的联系电话，按原文写法（可含 +86、区号、*号掩码）；没有则为 null。",
+            "exact",
+            "phone",
+        ),
+        "email": _nullable_string("投诉人的电子邮箱；没有则为 null。", "exact", "email"),
+        "address": _nullable_string("投诉人的地址，按原文写法；没有则为 null。", "exact", "text"),
+        "question": _nullable_string(
+            "投诉的具体问题，取原文中描述问题的句子，不含联系方式。", "coverage", "text"
+        ),
+    },
+    "required": ["name", "phone", "email", "address", "question"],
+    "additionalProperties": False,
+}
+
+
+class SchemaFileError(ValueError):
+    """A user-supplied schema file is missing, not JSON, or not an object schema."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    description: str
+    grounding: Grounding
+    normalize: Normalization
+
+
+@dataclass(frozen=True)
+class ExtractionSchema:
+    """A JSON Schema for one extraction object, with what tiqu needs to know about each field."""
+
+    json_schema: dict[str, Any]
+    fields: tuple[FieldSpec, ...] = field(init=False)
+    version: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        try:
+            Draft202012Validator.check_schema(self.json_schema)
+        except SchemaError as exc:
+            raise SchemaFileError(f"not a valid JSON Schema: {exc.message}") from exc
+        properties = self.json_schema.get("properties")
+        if self.json_schema.get("type") != "object" or not isinstance(properties, dict):
+            raise SchemaFileError("the schema must describe an object with `properties`")
+        if not properties:
+            raise SchemaFileError("the schema has no properties to extract")
+        specs = tuple(
+            FieldSpec(
+                name=name,
+                description=str(prop.get("description", "")),
+                grounding=prop.get("x-tiqu-grounding", "none"),
+                normalize=prop.get("x-tiqu-normalize", "text"),
+            )
+            for name, prop in properties.items()
+        )
+        canonical = json.dumps(self.json_schema, sort_keys=True, ensure_ascii=False)
+        object.__setattr__(self, "fields", specs)
+        object.__setattr__(
+            self, "version", hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+        )
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.fields)
+
+    def empty(self) -> dict[str, None]:
+        return dict.fromkeys(self.field_names)
+
+    def errors(self, value: Any) -> list[str]:
+        """Every way `value` breaks the schema, as readable messages (empty when valid)."""
+        validator = Draft202012Validator(self.json_schema)
+        return [
+            f"{'/'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
+            for error in sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+        ]
+
+    def decoding_schema(self) -> dict[str, Any]:
+        """The schema without tiqu's own keywords, as constrained decoders expect it."""
+
+        def strip(node: Any) -> Any:
+            if isinstance(node, dict):
+                return {k: strip(v) for k, v in node.items() if not k.startswith("x-tiqu-")}
+            if isinstance(node, list):
+                return [strip(v) for v in node]
+            return node
+
+        return strip(self.json_schema)
+
+
+def load_schema_file(path: Path) -> ExtractionSchema:
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SchemaFileError(f"schema file {path} does not exist") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaFileError(f"schema file {path} is not valid UTF-8 JSON: {exc}") from exc
+    return ExtractionSchema(raw)
+
+
+@lru_cache
+def _cached_schema(path: str | None) -> ExtractionSchema:
+    return load_schema_file(Path(path)) if path else ExtractionSchema(DEFAULT_SCHEMA)
+
+
+def get_schema() -> ExtractionSchema:
+    """The schema in force: `TIQU_SCHEMA_PATH` when set, else the default complaint schema."""
+    path = get_settings().schema_path
+    return _cached_schema(str(path) if path else None)

@@ -1,0 +1,87 @@
+"""The one configuration object of tiqu: every setting is an environment variable `TIQU_<NAME>`.
+
+The README's configuration table is generated from this class (`tiqu config --markdown`) and a
+test keeps the two identical, so adding a field here without documenting it fails the suite.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings shared by every tiqu service and CLI command."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TIQU_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Infrastructure
+    store_url: str = Field(
+        "file://./var/store",
+        description="Object store root: `file://PATH` (local folder) or `s3://BUCKET/PREFIX`.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for MinIO or another S3-compatible server (unset: AWS)."
+    )
+    s3_access_key: SecretStr | None = Field(
+        None, description="S3 access key (unset: the usual AWS credential chain)."
+    )
+    s3_secret_key: SecretStr | None = Field(None, description="S3 secret key.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis for the Celery broker, task results and the event channel.",
+    )
+    schema_path: Path | None = Field(
+        None,
+        description="A JSON Schema file replacing the default extraction schema "
+        "(name, phone, email, address, question).",
+    )
+
+    # Logging and HTTP
+    log_level: str = Field("INFO", description="Log level of services and workers.")
+    log_json: bool = Field(
+        True, description="Structured JSON logs (false: plain text for a terminal)."
+    )
+    max_upload_mb: int = Field(
+        200,
+        ge=1,
+        description="Largest accepted request body; bigger uploads get 413 before being read.",
+    )
+    worker_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port where a Celery worker serves `/metrics` (0: no metrics server).",
+    )
+
+    # Ingest
+    ingest_min_chars: int = Field(
+        5, ge=0, description="Cleaned texts shorter than this are rejected as `too_short`."
+    )
+    ingest_max_chars: int = Field(
+        4000, ge=1, description="Cleaned texts longer than this are rejected as `too_long`."
+    )
+    ingest_min_text_ratio: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Minimum share of letters/ideographs; below it a row is `not_text`.",
+    )
+    ingest_near_dup_threshold: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Estimated Jaccard similarity (character n-grams) above which a row "
+        "is a near duplicate of an earlier one.",
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
