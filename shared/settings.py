@@ -80,6 +80,58 @@ class Settings(BaseSettings):
         "is a near duplicate of an earlier one.",
     )
 
+    # Teacher (distill)
+    teacher_base_url: str = Field(
+        "http://127.0.0.1:8900/v1",
+        description="OpenAI-compatible API of the teacher LLM (default: the local "
+        "`tiqu teacher-stub`; e.g. https://api.deepseek.com/v1).",
+    )
+    teacher_api_key: SecretStr = Field(
+        SecretStr("stub-key"), description="API key sent as `Authorization: Bearer`."
+    )
+    teacher_model: str = Field("tiqu-stub", description="Teacher model name, e.g. deepseek-chat.")
+    teacher_temperature: float = Field(
+        0.0, ge=0, le=2, description="Sampling temperature (self-consistency raises it to 0.7)."
+    )
+    teacher_timeout_s: float = Field(
+        60.0, gt=0, description="Timeout of one teacher request, in seconds."
+    )
+    teacher_max_concurrency: int = Field(
+        16, ge=1, le=1024, description="Teacher requests in flight at once."
+    )
+    teacher_max_attempts: int = Field(
+        5, ge=1, le=20, description="Attempts per request on 429/5xx/timeouts before giving up."
+    )
+    teacher_requests_per_minute: int = Field(
+        0, ge=0, description="Request budget per minute (0: unlimited)."
+    )
+    teacher_tokens_per_minute: int = Field(
+        0, ge=0, description="Token budget per minute, prompt + completion (0: unlimited)."
+    )
+    teacher_price_input_per_1k: float = Field(
+        0.0, ge=0, description="Price of 1,000 prompt tokens, for the cost estimate."
+    )
+    teacher_price_output_per_1k: float = Field(
+        0.0, ge=0, description="Price of 1,000 completion tokens, for the cost estimate."
+    )
+    teacher_json_schema: bool = Field(
+        False,
+        description="Send the schema as `response_format` json_schema (if the provider "
+        "supports it).",
+    )
+
+    # Distill
+    distill_agreement_threshold: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="With --samples k: minimum per-field agreement among the k answers.",
+    )
+    distill_split: str = Field(
+        "0.8,0.1,0.1", description="Train/val/test fractions of a distill run."
+    )
+    distill_seed: int = Field(0, description="Seed of the split and of augmentation.")
+
 
 @lru_cache
 def get_settings() -> Settings:
