@@ -31,7 +31,7 @@ R = TypeVar("R")
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print an error for a person (no traceback) and return the exit to raise."""
-    error_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -109,8 +109,12 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return None
 
 
-def configure_logging(service: str) -> None:
-    """Send this process's logs to stderr, redacted, as JSON (or text when TIQU_LOG_JSON=false)."""
+def configure_logging(service: str, *, level: str | None = None) -> None:
+    """Send this process's logs to stderr, redacted, as JSON (or text when TIQU_LOG_JSON=false).
+
+    `level` overrides TIQU_LOG_LEVEL: CLI commands pass WARNING so that service-style progress
+    logs do not interleave with their progress bars.
+    """
     settings = get_settings()
     handler = _StderrHandler()
     handler.addFilter(RedactingFilter())
@@ -128,7 +132,7 @@ def configure_logging(service: str) -> None:
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
+    root.setLevel((level or settings.log_level).upper())
     # Libraries that log request bodies or URLs with query text stay at WARNING.
     for noisy in ("httpx", "httpcore", "botocore", "s3fs", "aiobotocore", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

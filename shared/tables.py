@@ -67,8 +67,9 @@ ID_COLUMN_NAMES = (
     "record_id",
 )
 
-# Encodings tried in order when a CSV is not UTF-8; GB18030 is a superset of GBK and GB2312.
-_FALLBACK_ENCODINGS = ("gb18030", "big5", "utf-16")
+# Tried in order when a CSV is not UTF-8 (GB18030 covers GBK and GB2312). UTF-16 only with a
+# BOM: without one it "decodes" any even-length garbage.
+_FALLBACK_ENCODINGS = ("gb18030", "big5")
 
 RECORD_SCHEMA = pa.schema(
     [

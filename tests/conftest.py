@@ -7,29 +7,19 @@ other's queues or datasets.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ServiceProcess, free_port, start_process, wait_until
+
 TIQU = str(Path(sys.executable).with_name("tiqu"))
 REDIS_BASE_URL = os.environ.get("TIQU_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 TEST_REDIS_DB = 13
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)
@@ -78,46 +68,6 @@ def s3_server() -> Iterator[str]:
         yield endpoint
     finally:
         server.stop()
-
-
-@dataclass
-class ServiceProcess:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    url: str | None = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, sig)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
-def start_process(argv: list[str], log_path: Path, env: dict[str, str]) -> ServiceProcess:
-    handle = log_path.open("wb")
-    process = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    return ServiceProcess(process, log_path)
-
-
-def wait_until(predicate, timeout: float, what: str, process: ServiceProcess | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if process is not None and process.process.poll() is not None:
-            raise AssertionError(f"{what}: process exited early\n{process.log()[-4000:]}")
-        time.sleep(0.2)
-    tail = process.log()[-4000:] if process else ""
-    raise AssertionError(f"timed out waiting for {what}\n{tail}")
 
 
 @pytest.fixture

@@ -1,0 +1,178 @@
+"""The ingest REST API: upload an export, follow the dataset it becomes.
+
+Run with `tiqu api ingest`. Uploads are checked completely (format, encoding, text column) before
+anything is stored, so a bad file gets a 4xx and leaves the store untouched; the cleaning itself
+runs on the `ingest` Celery queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter
+
+from services.ingest.pipeline import IngestOptions, dataset_id_for, load_manifest, sha256_hex
+from services.ingest.protocol import DatasetCounts, DatasetList, DatasetPublic
+from services.ingest.tasks import ingest_dataset
+from shared.api import create_app
+from shared.errors import NotFoundError, PayloadTooLargeError, UnavailableError, error_responses
+from shared.jobs import JobState, JobStatus, load_status, save_status
+from shared.logging import configure_logging
+from shared.queue import redis_client
+from shared.settings import get_settings
+from shared.store import Layout, Store
+from shared.tables import ExportFileError, read_export
+
+log = logging.getLogger(__name__)
+
+DATASET_ID = re.compile(r"^ds-[0-9a-f]{16}$")
+UPLOADS = Counter("tiqu_ingest_uploads_total", "Export uploads received, by result.", ["result"])
+UPLOAD_BYTES = Counter("tiqu_ingest_upload_bytes_total", "Bytes of accepted export uploads.")
+
+
+def get_store() -> Store:
+    return Store.from_settings()
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+
+
+def _public(store: Store, dataset_id: str) -> DatasetPublic:
+    manifest = load_manifest(store, dataset_id)
+    if manifest is not None:
+        return DatasetPublic(
+            dataset_id=dataset_id,
+            state=JobState.READY,
+            created_at=manifest["created_at"],
+            filename=manifest["source"]["filename"],
+            counts=DatasetCounts(**manifest["counts"]),
+            manifest=manifest,
+        )
+    status = load_status(store, Layout.dataset_status(dataset_id))
+    if status is None:
+        raise NotFoundError(f"dataset {dataset_id} not found", param="dataset_id")
+    return DatasetPublic(
+        dataset_id=dataset_id,
+        state=status.state,
+        error=status.error,
+        error_code=status.error_code,
+    )
+
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=DatasetPublic,
+    summary="Upload an export and build a dataset from it",
+    responses={
+        200: {"model": DatasetPublic, "description": "The same file was ingested before"},
+        **error_responses(ExportFileError, PayloadTooLargeError, UnavailableError),
+    },
+)
+async def create_dataset(
+    store: StoreDep,
+    file: Annotated[UploadFile, File(description="CSV, XLSX, JSONL or Parquet export")],
+    text_column: Annotated[str | None, Form(max_length=256)] = None,
+    sheet: Annotated[str | None, Form(max_length=256)] = None,
+) -> JSONResponse:
+    filename = file.filename or "upload"
+    data = await file.read()
+    options = IngestOptions.from_settings(text_column=text_column or None, sheet=sheet or None)
+    try:
+        await run_in_threadpool(
+            read_export, data, filename, text_column=options.text_column, sheet=options.sheet
+        )
+    except ExportFileError:
+        UPLOADS.labels("rejected").inc()
+        raise
+    source_sha = sha256_hex(data)
+    dataset_id = dataset_id_for(source_sha, options)
+    status_key = Layout.dataset_status(dataset_id)
+    status = load_status(store, status_key)
+    if load_manifest(store, dataset_id) is not None:
+        UPLOADS.labels("reused").inc()
+        return JSONResponse(_public(store, dataset_id).model_dump(mode="json"), status_code=200)
+    if status is None or status.state == JobState.FAILED:
+        raw_key = Layout.raw(source_sha, filename)
+        if not store.exists(raw_key):
+            await run_in_threadpool(store.write_bytes, raw_key, data)
+        save_status(store, status_key, JobStatus(state=JobState.QUEUED))
+        try:
+            ingest_dataset.apply_async(
+                kwargs={
+                    "dataset_id": dataset_id,
+                    "raw_key": raw_key,
+                    "filename": filename,
+                    "options": options.to_dict(),
+                },
+                task_id=f"ingest-{dataset_id}",
+            )
+        except Exception as exc:
+            log.exception("cannot enqueue ingest task", extra={"dataset_id": dataset_id})
+            store.delete(status_key)
+            raise UnavailableError("the task queue is unreachable; try again later") from exc
+        UPLOAD_BYTES.inc(len(data))
+    UPLOADS.labels("accepted").inc()
+    return JSONResponse(_public(store, dataset_id).model_dump(mode="json"), status_code=202)
+
+
+@router.get(
+    "/{dataset_id}",
+    response_model=DatasetPublic,
+    summary="State and report of a dataset",
+    responses=error_responses(NotFoundError),
+)
+def read_dataset(dataset_id: str, store: StoreDep) -> DatasetPublic:
+    if not DATASET_ID.match(dataset_id):
+        raise NotFoundError(f"dataset {dataset_id!r} not found", param="dataset_id")
+    return _public(store, dataset_id)
+
+
+@router.get("", response_model=DatasetList, summary="All datasets, newest first")
+def list_datasets(
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DatasetList:
+    ids = [d for d in store.children("datasets") if DATASET_ID.match(d)]
+    datasets = []
+    for dataset_id in ids:
+        try:
+            datasets.append(_public(store, dataset_id))
+        except NotFoundError:
+            continue  # a folder without manifest or status: a write that never finished
+    datasets.sort(key=lambda d: (d.created_at is not None, d.created_at), reverse=True)
+    return DatasetList(datasets=datasets[offset : offset + limit], total=len(datasets))
+
+
+def _check_redis() -> None:
+    redis_client().ping()
+
+
+def _check_store() -> None:
+    get_store().children("datasets")
+
+
+def build_app():
+    configure_logging("ingest-api")
+    settings = get_settings()
+    application = create_app(
+        service="ingest",
+        title="tiqu ingest",
+        description="Turn messy complaint exports into clean, versioned datasets.",
+        max_body_bytes=settings.max_upload_mb * 1024 * 1024,
+        readiness_checks={"redis": _check_redis, "store": _check_store},
+    )
+    application.include_router(router)
+    return application
+
+
+app = build_app()

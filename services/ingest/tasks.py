@@ -1,0 +1,77 @@
+"""Celery tasks of the ingest service (queue `ingest`).
+
+Start a worker with `tiqu worker ingest`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from services.ingest.pipeline import IngestOptions, ingest_bytes
+from shared.errors import InvalidInputError
+from shared.jobs import JobState, JobStatus, save_status
+from shared.queue import app, publish_event
+from shared.store import Layout, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+INGEST_ROWS = Counter(
+    "tiqu_ingest_rows_total", "Rows ingested, by outcome and reason.", ["outcome", "reason"]
+)
+INGEST_BYTES = Counter("tiqu_ingest_bytes_total", "Bytes of export files ingested.")
+INGEST_DURATION = Histogram(
+    "tiqu_ingest_duration_seconds",
+    "Time to turn one export into a dataset.",
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
+INGEST_JOBS = Counter("tiqu_ingest_jobs_total", "Ingest jobs finished, by state.", ["state"])
+
+
+def record_metrics(manifest: dict[str, Any]) -> None:
+    counts = manifest["counts"]
+    INGEST_ROWS.labels("clean", "").inc(counts["clean"])
+    for reason, number in counts["rejected_by_reason"].items():
+        INGEST_ROWS.labels("rejected", reason).inc(number)
+    INGEST_BYTES.inc(manifest["source"]["bytes"])
+
+
+@app.task(
+    name="ingest.dataset",
+    bind=True,
+    autoretry_for=(StoreError, ConnectionError),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=5,
+)
+def ingest_dataset(
+    self: Any, *, dataset_id: str, raw_key: str, filename: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Build dataset `dataset_id` from the uploaded export stored at `raw_key`."""
+    store = Store.from_settings()
+    status_key = Layout.dataset_status(dataset_id)
+    save_status(store, status_key, JobStatus(state=JobState.RUNNING))
+    started = time.perf_counter()
+    try:
+        result = ingest_bytes(store.read_bytes(raw_key), filename, IngestOptions(**options), store)
+    except InvalidInputError as exc:
+        save_status(
+            store,
+            status_key,
+            JobStatus(state=JobState.FAILED, error=exc.message, error_code=exc.code),
+        )
+        INGEST_JOBS.labels("failed").inc()
+        return {"dataset_id": dataset_id, "state": "failed", "error": exc.message}
+    if result.dataset_id != dataset_id:
+        raise RuntimeError("dataset id mismatch: options changed between upload and task")
+    if not result.reused:
+        record_metrics(result.manifest)
+        INGEST_DURATION.observe(time.perf_counter() - started)
+    save_status(store, status_key, JobStatus(state=JobState.READY))
+    INGEST_JOBS.labels("ready").inc()
+    publish_event("dataset.ready", {"dataset_id": dataset_id, "counts": result.manifest["counts"]})
+    log.info("ingest finished", extra={"dataset_id": dataset_id, "reused": result.reused})
+    return {"dataset_id": dataset_id, "state": "ready", "counts": result.manifest["counts"]}
