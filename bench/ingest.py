@@ -12,7 +12,6 @@ rows/s of both, the ratio (goal: >= 10x) and tiqu's peak memory (goal: < 4 GiB f
 from __future__ import annotations
 
 import argparse
-import hashlib
 import html
 import multiprocessing as mp
 import re
@@ -21,8 +20,10 @@ import sys
 import tempfile
 import time
 import unicodedata
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,7 +34,9 @@ from shared.store import Store
 
 HOMOGLYPHS = str.maketrans("АВСЕНКМОРТХаеорсхуіјѕ", "ABCEHKMOPTXaeopcxyijs")
 NUM_PERM = 64
+MERSENNE = (1 << 31) - 1
 BANDS = 16
+BAND_IDS = range(BANDS)
 
 
 def naive_clean(text: str) -> str:
@@ -56,20 +59,26 @@ def naive_clean(text: str) -> str:
     return text.strip()
 
 
-def naive_minhash(key: str) -> list[int]:
+_RNG = np.random.default_rng(1)
+_PERM_A = _RNG.integers(1, MERSENNE, NUM_PERM, dtype=np.uint64)
+_PERM_B = _RNG.integers(0, MERSENNE, NUM_PERM, dtype=np.uint64)
+
+
+def naive_minhash(key: str) -> np.ndarray:
+    """datasketch's way: hash each n-gram, then one numpy pass per row over all permutations."""
     data = key.encode("utf-8")
     grams = {data[i : i + 6] for i in range(max(len(data) - 5, 1))}
-    hashes = [int.from_bytes(hashlib.blake2b(g, digest_size=8).digest(), "little") for g in grams]
-    return [min(((h * (2 * p + 1)) ^ p) & 0xFFFFFFFF for h in hashes) for p in range(NUM_PERM)]
+    hashes = np.fromiter((zlib.crc32(g) for g in grams), dtype=np.uint64, count=len(grams))
+    return ((hashes[:, None] * _PERM_A + _PERM_B) % MERSENNE).min(axis=0)
 
 
 def naive_ingest(frame: pd.DataFrame, options: IngestOptions) -> dict[str, int]:
     """The seeds' way: one row at a time through Python."""
     seen: set[str] = set()
-    buckets: dict[tuple[int, tuple[int, ...]], list[int]] = {}
-    signatures: list[list[int]] = []
+    buckets: dict[tuple[int, bytes], list[int]] = {}
+    signatures: list[np.ndarray] = []
     outcome: dict[str, int] = {}
-    rows_per_band = NUM_PERM // BANDS
+    width = NUM_PERM // BANDS
     for _, row in frame.iterrows():
         text = naive_clean(str(row["投诉内容"]) if pd.notna(row["投诉内容"]) else "")
         letters = sum(ch.isalpha() for ch in text)
@@ -88,24 +97,17 @@ def naive_ingest(frame: pd.DataFrame, options: IngestOptions) -> dict[str, int]:
             else:
                 seen.add(key)
                 signature = naive_minhash(key)
-                reason = "clean"
-                for band in range(BANDS):
-                    part = tuple(signature[band * rows_per_band : (band + 1) * rows_per_band])
-                    for other in buckets.get((band, part), []):
-                        same = sum(
-                            a == b for a, b in zip(signature, signatures[other], strict=True)
-                        )
-                        if same / NUM_PERM >= options.near_dup_threshold:
-                            reason = "near_duplicate"
-                            break
-                    if reason != "clean":
-                        break
-                if reason == "clean":
-                    index = len(signatures)
+                bands = [(b, signature[b * width : (b + 1) * width].tobytes()) for b in BAND_IDS]
+                similar = any(
+                    np.mean(signature == signatures[other]) >= options.near_dup_threshold
+                    for band in bands
+                    for other in buckets.get(band, [])
+                )
+                reason = "near_duplicate" if similar else "clean"
+                if not similar:
+                    for band in bands:
+                        buckets.setdefault(band, []).append(len(signatures))
                     signatures.append(signature)
-                    for band in range(BANDS):
-                        part = tuple(signature[band * rows_per_band : (band + 1) * rows_per_band])
-                        buckets.setdefault((band, part), []).append(index)
         outcome[reason] = outcome.get(reason, 0) + 1
     return outcome
 

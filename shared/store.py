@@ -69,6 +69,18 @@ class Layout:
         return f"adapters/{name}/{version}/{filename}"
 
     @staticmethod
+    def adapter_dir(name: str) -> str:
+        return f"adapters/{name}"
+
+    @staticmethod
+    def adapter_alias(name: str) -> str:
+        return f"adapters/{name}/alias.json"
+
+    @staticmethod
+    def train_run(train_run_id: str, filename: str) -> str:
+        return f"train-runs/{train_run_id}/{filename}"
+
+    @staticmethod
     def batch(job_id: str, filename: str) -> str:
         return f"batches/{job_id}/{filename}"
 
@@ -153,6 +165,21 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot write {self.uri(key)}: {exc}") from exc
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Write an object only if the key is free: an atomic claim; False when it was taken."""
+        path = self._path(key)
+        try:
+            if self.protocol == "file":
+                with self.fs.open(path, "xb") as handle:
+                    handle.write(data)
+            else:
+                self.fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.uri(key)}: {exc}") from exc
+        return True
+
     @contextmanager
     def open_read(self, key: str) -> Iterator[IO[bytes]]:
         """A readable binary stream, for objects too large to hold twice in memory."""
@@ -170,9 +197,22 @@ class Store:
             return pq.read_table(handle)
 
     def write_parquet(self, key: str, table: pa.Table) -> None:
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
-        self.write_bytes(key, sink.getvalue())
+        if self.protocol != "file":
+            sink = io.BytesIO()
+            pq.write_table(table, sink, compression="zstd")
+            self.write_bytes(key, sink.getvalue())
+            return
+        # Locally, stream into a temporary file instead of holding the encoded bytes in memory.
+        path = self._path(key)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+            pq.write_table(table, tmp, compression="zstd")
+            self.fs.mv(tmp, path)
+        except OSError as exc:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+            raise StoreError(f"cannot write {self.uri(key)}: {exc}") from exc
 
     def list(self, prefix: str) -> list[str]:
         """Keys below `prefix`, recursively, relative to the store root, sorted."""

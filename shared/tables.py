@@ -136,6 +136,9 @@ def _decode_error(tried: list[str]) -> ExportFileError:
 
 
 def _read_csv(data: bytes) -> tuple[pa.Table, str]:
+    # A UTF-8 file is parsed straight from its bytes (pyarrow validates UTF-8 itself): no decoded
+    # copy of a file that may be gigabytes. Other encodings are transcoded first.
+    buffer = pa.py_buffer(data)
     if data.startswith(b"\xef\xbb\xbf"):
         candidates: list[str] = ["utf-8-sig"]
     elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -143,22 +146,33 @@ def _read_csv(data: bytes) -> tuple[pa.Table, str]:
     else:
         candidates = ["utf-8", *_FALLBACK_ENCODINGS]
     for encoding in candidates:
+        if encoding in ("utf-8", "utf-8-sig"):
+            body = buffer.slice(3) if encoding == "utf-8-sig" else buffer
+            try:
+                return _parse_utf8_csv(body), encoding
+            except _NotUtf8:
+                continue
         try:
-            if encoding in ("utf-8", "utf-8-sig"):
-                body = data[3:] if encoding == "utf-8-sig" else data
-                body.decode("utf-8")  # strict check, in C, before pyarrow parses
-            else:
-                body = data.decode(encoding).encode("utf-8")
+            transcoded = pa.py_buffer(data.decode(encoding).encode("utf-8"))
         except UnicodeDecodeError:
             continue
-        return _parse_utf8_csv(body), encoding
+        return _parse_utf8_csv(transcoded), encoding
     raise _decode_error(candidates)
 
 
-def _parse_utf8_csv(body: bytes) -> pa.Table:
-    head = body[: 1 << 16].decode("utf-8", errors="ignore")
+class _NotUtf8(ValueError):
+    pass
+
+
+def _parse_utf8_csv(body: pa.Buffer) -> pa.Table:
+    """Parse UTF-8 CSV bytes with every column as text; `_NotUtf8` when the bytes are not."""
+    head = body.slice(0, min(body.size, 1 << 16)).to_pybytes()
+    if body.size > len(head):
+        head = head[: head.rfind(b"\n") + 1] or head[:-4]
     try:
-        header = next(csv.reader(io.StringIO(head)))
+        header = next(csv.reader(io.StringIO(head.decode("utf-8"))))
+    except UnicodeDecodeError as exc:
+        raise _NotUtf8 from exc
     except StopIteration:
         raise ExportFileError("the file is empty", param="file", code="empty_file") from None
     # Every column is read as text: ids such as "00123" must keep their leading zeros.
@@ -168,14 +182,19 @@ def _parse_utf8_csv(body: bytes) -> pa.Table:
         quoted_strings_can_be_null=False,
     )
     try:
-        return pa_csv.read_csv(
-            io.BytesIO(body),
+        table = pa_csv.read_csv(
+            pa.BufferReader(body),
             read_options=pa_csv.ReadOptions(block_size=1 << 24),
             parse_options=pa_csv.ParseOptions(newlines_in_values=True),
             convert_options=convert,
         )
     except pa.ArrowInvalid as exc:
+        if "utf8" in str(exc).lower():
+            raise _NotUtf8 from exc
         raise ExportFileError(f"malformed CSV: {exc}", param="file", code="malformed_file") from exc
+    if any(pa.types.is_binary(field.type) for field in table.schema):
+        raise _NotUtf8
+    return table
 
 
 def _read_xlsx(data: bytes, sheet: str | None) -> dict[str, pd.DataFrame]:

@@ -142,7 +142,7 @@ def clean_records(
 ) -> CleanedRows:
     """Clean, validate and de-duplicate export rows; every input row ends up in one output."""
     total = records.num_rows
-    cleaned = _clean_in_chunks(records.column("text"), progress).combine_chunks()
+    cleaned = _clean_in_chunks(records.column("text"), progress)
     reasons = reject_reasons(
         cleaned,
         min_chars=options.min_chars,
@@ -165,6 +165,8 @@ def clean_records(
         )
         matched = local >= 0
         near_of[candidates[matched]] = candidates[local[matched]]
+        del signatures
+    del keys
     progress("near-duplicates", total, total)
 
     # Reasons as small integer codes (0 = kept) so every step below stays vectorized.
