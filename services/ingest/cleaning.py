@@ -30,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shared.settings import get_settings
+
 __all__ = ["RejectReason", "clean_text", "clean_texts", "reject_reasons"]
 
 StringArray = pa.Array | pa.ChunkedArray
@@ -130,10 +132,8 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 def _threads() -> int:
     """Worker threads: TIQU_INGEST_THREADS, else the usable CPUs up to 8."""
-    configured = os.environ.get("TIQU_INGEST_THREADS", "")
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
-    return max(1, min(8, len(os.sched_getaffinity(0))))
+    configured = get_settings().ingest_threads
+    return configured or max(1, min(8, len(os.sched_getaffinity(0))))
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
