@@ -25,10 +25,17 @@ app = typer.Typer(
 
 class Service(StrEnum):
     ingest = "ingest"
+    distill = "distill"
 
 
-WORKER_MODULES = {Service.ingest: "services.ingest.tasks"}
-API_MODULES = {Service.ingest: "services.ingest.api:app"}
+WORKER_MODULES = {
+    Service.ingest: "services.ingest.tasks",
+    Service.distill: "services.distill.tasks",
+}
+API_MODULES = {
+    Service.ingest: "services.ingest.api:app",
+    Service.distill: "services.distill.api:app",
+}
 
 
 @app.command()
@@ -124,9 +131,13 @@ def api(
 
 
 def _register_services() -> None:
+    from services.distill.cli import register as register_distill
+    from services.distill.stub_cli import register as register_teacher_stub
     from services.ingest.cli import register as register_ingest
 
     register_ingest(app)
+    register_distill(app)
+    register_teacher_stub(app)
 
 
 _register_services()

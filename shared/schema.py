@@ -79,6 +79,7 @@ class ExtractionSchema:
     json_schema: dict[str, Any]
     fields: tuple[FieldSpec, ...] = field(init=False)
     version: str = field(init=False)
+    _validator: Draft202012Validator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -101,6 +102,7 @@ class ExtractionSchema:
         )
         canonical = json.dumps(self.json_schema, sort_keys=True, ensure_ascii=False)
         object.__setattr__(self, "fields", specs)
+        object.__setattr__(self, "_validator", Draft202012Validator(self.json_schema))
         object.__setattr__(
             self, "version", hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
         )
@@ -114,10 +116,9 @@ class ExtractionSchema:
 
     def errors(self, value: Any) -> list[str]:
         """Every way `value` breaks the schema, as readable messages (empty when valid)."""
-        validator = Draft202012Validator(self.json_schema)
         return [
             f"{'/'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
-            for error in sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+            for error in sorted(self._validator.iter_errors(value), key=lambda e: list(e.path))
         ]
 
     def decoding_schema(self) -> dict[str, Any]:
