@@ -6,10 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TIQU := $(VENV)/bin/tiqu
 STAMP := $(VENV)/.installed
-DEMO_DIR := var/demo
 DEMO_ROWS ?= 1000
 
-.PHONY: install redis demo test lint format clean
+.PHONY: install redis demo test lint format docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +23,7 @@ redis: install
 	$(PY) deploy/local/ensure_redis.py
 
 demo: install
-	$(TIQU) sample --rows $(DEMO_ROWS) --seed 7 --out $(DEMO_DIR)/complaints.xlsx
-	$(TIQU) ingest $(DEMO_DIR)/complaints.xlsx
+	DEMO_ROWS=$(DEMO_ROWS) deploy/local/demo.sh
 
 test: install redis
 	$(PY) -m pytest
@@ -37,6 +35,9 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+docs: install
+	$(PY) deploy/local/update_readme_config.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -49,14 +49,22 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 
 class StageProgress:
-    """A rich progress display with one bar per pipeline stage, fed by `(stage, done, total)`."""
+    """A rich progress display with one bar per pipeline stage.
 
-    def __init__(self, *, transient: bool = False) -> None:
+    Call it as `(stage, done, total)`, or use `update` to also fill the extra text columns named
+    in `fields` (rates, outcomes, loss…).
+    """
+
+    def __init__(
+        self, *, transient: bool = False, fields: tuple[str, ...] = (), label_width: int = 16
+    ) -> None:
+        self.fields = fields
         self.progress = Progress(
             SpinnerColumn(),
-            TextColumn("[bold]{task.description:<16}"),
+            TextColumn(f"[bold]{{task.description:<{label_width}}}"),
             BarColumn(),
             MofNCompleteColumn(),
+            *(TextColumn(f"{{task.fields[{name}]}}") for name in fields),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=error_console,
@@ -72,6 +80,10 @@ class StageProgress:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        self.update(stage, done, total)
+
+    def update(self, stage: str, done: int, total: int, **fields: str) -> None:
         if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total or None)
-        self.progress.update(self.tasks[stage], completed=done, total=total or None)
+            empty = dict.fromkeys(self.fields, "")
+            self.tasks[stage] = self.progress.add_task(stage, total=total or None, **empty)
+        self.progress.update(self.tasks[stage], completed=done, total=total or None, **fields)

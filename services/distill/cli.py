@@ -7,16 +7,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from services.distill.run import (
@@ -28,7 +18,7 @@ from services.distill.run import (
 )
 from services.distill.tasks import status_key
 from services.distill.verify import RejectReason
-from shared.console import console, error_console, fail, friendly_errors
+from shared.console import StageProgress, console, fail, friendly_errors
 from shared.jobs import load_status
 from shared.logging import configure_logging
 from shared.store import Layout, Store
@@ -44,39 +34,24 @@ class DistillProgress:
     """One bar per stage with rows/s, accepted/rejected, tokens and cost, fed by `RunProgress`."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description:<9}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("{task.fields[outcomes]}"),
-            TextColumn("{task.fields[teacher]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=error_console,
-            # The report table (or the error) replaces the bars when the run ends.
-            transient=True,
+        # The report table (or the error) replaces the bars when the run ends.
+        self.display = StageProgress(
+            transient=True, fields=("rate", "outcomes", "teacher"), label_width=9
         )
-        self.tasks: dict[str, TaskID] = {}
         self.stage_started: dict[str, float] = {}
 
     def __enter__(self) -> DistillProgress:
-        self.progress.__enter__()
+        self.display.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+        self.display.__exit__(*exc)
 
     def __call__(self, p: RunProgress) -> None:
         if p.stage == "done":
             return
-        if p.stage not in self.tasks:
-            self.stage_started[p.stage] = p.elapsed_s
-            self.tasks[p.stage] = self.progress.add_task(
-                p.stage, total=p.total or None, rate="", outcomes="", teacher=""
-            )
-        seconds = p.elapsed_s - self.stage_started[p.stage]
+        started = self.stage_started.setdefault(p.stage, p.elapsed_s)
+        seconds = p.elapsed_s - started
         unit = "batches" if p.stage == "augment" else "rows"
         fields: dict[str, str] = {
             "rate": f"{p.done / seconds:,.1f} {unit}/s" if seconds > 0 and p.done else "",
@@ -84,7 +59,7 @@ class DistillProgress:
         }
         if p.stage == "label":
             fields["outcomes"] = f"[green]{p.accepted:,} ok[/] [yellow]{p.rejected:,} rejected[/]"
-        self.progress.update(self.tasks[p.stage], completed=p.done, total=p.total or None, **fields)
+        self.display.update(p.stage, p.done, p.total, **fields)
 
 
 def report_table(manifest: dict[str, Any]) -> Table:

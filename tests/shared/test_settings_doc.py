@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def test_readme_configuration_table_matches_settings() -> None:
     assert settings_markdown() in README.read_text(encoding="utf-8"), (
-        "README configuration table is out of date: paste `tiqu config --markdown` into it"
+        "README configuration table is out of date: run `make docs`"
     )
 
 
