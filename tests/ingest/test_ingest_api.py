@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from shared.queue import subscribe_events
 from shared.samples import generate_complaints, write_export
 from tests.support import free_port, wait_until
 
@@ -50,12 +52,22 @@ def test_upload_is_ingested_by_the_worker(
     metrics_port = free_port()
     start_worker("ingest", TIQU_WORKER_METRICS_PORT=str(metrics_port))
     api = start_api("ingest")
+    events: list[dict] = []
+    listener = threading.Thread(
+        target=lambda: events.extend(subscribe_events(timeout=60)), daemon=True
+    )
+    listener.start()
+    time.sleep(0.5)
 
     response = upload(api.url, export_xlsx)
     assert response.status_code == 202, response.text
     dataset_id = response.json()["dataset_id"]
     body = wait_ready(api.url, dataset_id)
     assert body["state"] == "ready", body
+    wait_until(lambda: any(e["type"] == "dataset.ready" for e in events), 30, "dataset.ready")
+    ready = next(e for e in events if e["type"] == "dataset.ready")
+    assert ready["data"]["dataset_id"] == dataset_id
+    assert ready["data"]["counts"]["rows"] == 300
     assert body["counts"]["rows"] == 300
     assert body["counts"]["clean"] + body["counts"]["rejected"] == 300
     assert body["manifest"]["source"]["sheets"] == ["2026Q1", "2026Q2"]
