@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from enum import StrEnum
@@ -96,9 +97,15 @@ def worker(
 ) -> None:
     """Run a Celery worker for one service's queue (metrics on TIQU_WORKER_METRICS_PORT)."""
     env = dict(os.environ)
-    # Prefork children report metrics through files; the folder must exist before
-    # prometheus_client is imported, hence a fresh process.
-    env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix=f"tiqu-{service}-metrics-"))
+    port = Settings().worker_metrics_port
+    if port and "PROMETHEUS_MULTIPROC_DIR" not in env:
+        # Prefork children report metrics through files in one folder per metrics port, wiped
+        # at start as prometheus_client requires; it must be set before prometheus_client is
+        # imported, hence the fresh process below.
+        folder = Path(tempfile.gettempdir()) / f"tiqu-metrics-{service.value}-{port}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     argv = [
         sys.executable,
         "-m",
