@@ -27,15 +27,18 @@ app = typer.Typer(
 class Service(StrEnum):
     ingest = "ingest"
     distill = "distill"
+    train = "train"
 
 
 WORKER_MODULES = {
     Service.ingest: "services.ingest.tasks",
     Service.distill: "services.distill.tasks",
+    Service.train: "services.train.tasks",
 }
 API_MODULES = {
     Service.ingest: "services.ingest.api:app",
     Service.distill: "services.distill.api:app",
+    Service.train: "services.train.api:app",
 }
 
 
@@ -141,10 +144,12 @@ def _register_services() -> None:
     from services.distill.cli import register as register_distill
     from services.distill.stub_cli import register as register_teacher_stub
     from services.ingest.cli import register as register_ingest
+    from services.train.cli import register as register_train
 
     register_ingest(app)
     register_distill(app)
     register_teacher_stub(app)
+    register_train(app)
 
 
 _register_services()

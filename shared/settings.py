@@ -159,13 +159,19 @@ class Settings(BaseSettings):
     )
     train_rank: int = Field(16, ge=1, le=256, description="LoRA rank.")
     train_alpha: int = Field(32, ge=1, description="LoRA alpha (scaling is alpha / rank).")
-    train_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    train_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Dropout on the LoRA input; 0 by default, as its random masks cost about a "
+        "fifth of each training step on CPU.",
+    )
     train_learning_rate: float = Field(
         3e-4, gt=0, le=1, description="Peak AdamW learning rate (linear warm-up, then decay)."
     )
     train_epochs: int = Field(3, ge=1, le=100, description="Maximum passes over the train split.")
     train_batch_size: int = Field(
-        8, ge=1, le=512, description="Examples per optimizer step, grouped by similar length."
+        4, ge=1, le=512, description="Examples per optimizer step, grouped by similar length."
     )
     train_max_length: int = Field(
         1024,

@@ -1,0 +1,148 @@
+"""Evaluation by generation: greedy, batched answers to labelled examples, scored per field.
+
+The prompt is the one training and serving render (`shared.chat`); generation stops at the
+template's end-of-turn token. Each row may generate at most as many tokens as its text plus an
+all-null answer: answers copy from the text, so only a model that rambles needs more, and a
+base model that never stops costs a bounded time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import GenerationConfig
+
+from services.train.data import EvalSet, Example
+from services.train.scoring import score
+from shared.chat import encode_prompt, encode_text
+from shared.prompts import student_target
+from shared.schema import ExtractionSchema
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+GenerationProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Generation:
+    batch_size: int
+    max_new_tokens: int
+    eos_token_id: int
+    pad_token_id: int
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "greedy": True,
+            "batch_size": self.batch_size,
+            "max_new_tokens": self.max_new_tokens,
+            "eos_token_id": self.eos_token_id,
+        }
+
+
+@torch.inference_mode()
+def generate_answers(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    generation: Generation,
+    schema: ExtractionSchema,
+    on_progress: GenerationProgress | None = None,
+) -> list[str]:
+    """The model's answer to each example, in order (prompts of similar length batched)."""
+    prompts = [encode_prompt(tokenizer, e.messages) for e in examples]
+    null_answer = len(encode_text(tokenizer, student_target({}, schema)))
+    budgets = [len(encode_text(tokenizer, e.text)) + null_answer for e in examples]
+    order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))
+    answers = [""] * len(examples)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), generation.batch_size):
+        rows = order[start : start + generation.batch_size]
+        width = max(len(prompts[i]) for i in rows)
+        ids = torch.full((len(rows), width), generation.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, index in enumerate(rows):
+            # Left padding: every prompt ends where generation starts.
+            ids[row, width - len(prompts[index]) :] = torch.tensor(prompts[index])
+            mask[row, width - len(prompts[index]) :] = 1
+        config = GenerationConfig(
+            max_new_tokens=min(generation.max_new_tokens, max(budgets[i] for i in rows)),
+            do_sample=False,
+            eos_token_id=generation.eos_token_id,
+            pad_token_id=generation.pad_token_id,
+        )
+        output = model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
+        )
+        for row, index in enumerate(rows):
+            answers[index] = tokenizer.decode(output[row, width:], skip_special_tokens=True)
+        if on_progress:
+            on_progress(min(start + generation.batch_size, len(order)), len(order))
+    return answers
+
+
+def score_answers(
+    answers: Sequence[str], examples: Sequence[Example], schema: ExtractionSchema
+) -> dict[str, Any]:
+    return score(answers, [e.label for e in examples], schema, ids=[e.id for e in examples])
+
+
+StageCallback = Callable[[str, int, int], None]
+
+
+def no_stage(_: str, __: int, ___: int) -> None:
+    return None
+
+
+@dataclass
+class Evaluator:
+    """A base model with a LoRA adapter, the tokenizer and the decoding settings to score it."""
+
+    model: PeftModel
+    tokenizer: PreTrainedTokenizerBase
+    generation: Generation
+    schema: ExtractionSchema
+    on_progress: StageCallback = no_stage
+
+    def evaluate(self, sets: Sequence[EvalSet], *, include_base: bool = True) -> dict[str, Any]:
+        """Scores of the adapter, and of the bare base model with the same prompt, per set."""
+        results: dict[str, Any] = {}
+        for eval_set in sets:
+            entry: dict[str, Any] = {"source": eval_set.source, "rows": len(eval_set.examples)}
+            entry["adapter"] = self.scores(eval_set, f"eval {eval_set.name}")
+            if include_base:
+                with self.model.disable_adapter():
+                    entry["base"] = self.scores(eval_set, "eval base")
+            results[eval_set.name] = entry
+        return results
+
+    def scores_of_other(self, folder: Path, eval_set: EvalSet) -> dict[str, Any]:
+        """Scores of another adapter (e.g. the promoted one) loaded beside this one for a while."""
+        self.model.load_adapter(folder, adapter_name="other")
+        self.model.set_adapter("other")
+        try:
+            return self.scores(eval_set, "eval current")
+        finally:
+            self.model.set_adapter("default")
+            self.model.delete_adapter("other")
+
+    def scores(self, eval_set: EvalSet, stage: str) -> dict[str, Any]:
+        """Scores of the model as it is now on one set, with the time taken."""
+        started = time.perf_counter()
+        answers = generate_answers(
+            self.model,
+            self.tokenizer,
+            eval_set.examples,
+            self.generation,
+            self.schema,
+            lambda done, total: self.on_progress(stage, done, total),
+        )
+        scores = score_answers(answers, eval_set.examples, self.schema)
+        scores["seconds"] = round(time.perf_counter() - started, 2)
+        return scores

@@ -1,0 +1,54 @@
+"""Request and response models of the train API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from shared.jobs import JobState
+
+
+class TrainRunCreate(BaseModel):
+    """Train an adapter on a distill run; unset hyperparameters come from the settings."""
+
+    run_id: str = Field(max_length=128, description="The distill run to train on.")
+    name: str | None = Field(
+        None, max_length=63, description="Adapter name in the registry (default: settings)."
+    )
+    rank: int | None = Field(None, ge=1, le=256)
+    alpha: int | None = Field(None, ge=1)
+    dropout: float | None = Field(None, ge=0, lt=1)
+    learning_rate: float | None = Field(None, gt=0, le=1)
+    epochs: int | None = Field(None, ge=1, le=100)
+    batch_size: int | None = Field(None, ge=1, le=512)
+    max_length: int | None = Field(None, ge=16)
+    patience: int | None = Field(None, ge=0)
+    gradient_checkpointing: bool | None = None
+    seed: int | None = None
+    promote: bool = Field(
+        True, description="Promote the new version when it is at least as good on every field."
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"run_id", "name", "promote"}, exclude_none=True)
+
+
+class TrainRunPublic(BaseModel):
+    """A training as the API shows it: its state, progress and, once ready, its adapter."""
+
+    train_run_id: str = Field(max_length=64)
+    state: JobState
+    updated_at: datetime | None = None
+    request: dict[str, Any] | None = Field(
+        None, description="Distill run, adapter name, hyperparameters, promotion choice."
+    )
+    progress: dict[str, Any] = Field(
+        default_factory=dict, description="Stage, step, loss, tokens/s and ETA while running."
+    )
+    error: str | None = Field(None, max_length=4000)
+    error_code: str | None = Field(None, max_length=64)
+    result: dict[str, Any] | None = Field(
+        None, description="Adapter name and version, test metrics, promotion decision."
+    )

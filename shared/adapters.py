@@ -1,0 +1,273 @@
+"""The adapter registry in the object store: immutable versions, one promoted alias per name.
+
+    adapters/<name>/<version>/adapter_model.safetensors, adapter_config.json   (peft format)
+    adapters/<name>/<version>/manifest.json     base model, data, hyperparameters, metrics
+    adapters/<name>/<version>/eval.json, report.md, *.png
+    adapters/<name>/alias.json                  the promoted version
+
+A version number (v1, v2, ...) is claimed by an exclusive create of its `claim.json`, so two
+trainings never share one (a retried training finds its own claim again); its weights are written
+once, and `manifest.json` last: a version without a manifest is an unfinished registration that
+nothing lists or serves. Training writes
+here; serving reads the alias, lints what it loads and follows `adapter.promoted` events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import struct
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from shared.errors import ConflictError, InvalidInputError, NotFoundError
+from shared.queue import publish_event
+from shared.store import Layout, Store
+
+log = logging.getLogger(__name__)
+
+ADAPTER_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+VERSION = re.compile(r"^v([1-9]\d*)$")
+WEIGHTS_FILE = "adapter_model.safetensors"
+CONFIG_FILE = "adapter_config.json"
+MANIFEST_FILE = "manifest.json"
+CLAIM_FILE = "claim.json"
+ADAPTER_FILES = (WEIGHTS_FILE, CONFIG_FILE)
+EVAL_FILE = "eval.json"
+REPORT_FILE = "report.md"
+# Weights a servable LoRA adapter must not carry: vLLM loads low-rank deltas of linear layers
+# only, never replaced embeddings or LM heads.
+FORBIDDEN_WEIGHTS = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out")
+
+
+def check_name(name: str) -> str:
+    if not ADAPTER_NAME.match(name):
+        raise InvalidInputError(
+            f"adapter name {name!r} must be lowercase letters, digits, '-' or '_' "
+            "(at most 63, starting with a letter or digit)",
+            param="name",
+        )
+    return name
+
+
+def parse_ref(reference: str) -> tuple[str, str | None]:
+    """`name`, `name:v3` or `name/v3` as (name, version or None for the promoted one)."""
+    name, _, version = reference.replace("/", ":").partition(":")
+    check_name(name)
+    if version and not VERSION.match(version):
+        raise InvalidInputError(f"adapter version {version!r} must look like v1", param="version")
+    return name, version or None
+
+
+def names(store: Store) -> list[str]:
+    return [n for n in store.children("adapters") if ADAPTER_NAME.match(n)]
+
+
+def versions(store: Store, name: str) -> list[str]:
+    """Registered versions of `name`, oldest first."""
+    found = [
+        v for v in _claimed(store, name) if store.exists(Layout.adapter(name, v, MANIFEST_FILE))
+    ]
+    return sorted(found, key=_number)
+
+
+def load_manifest(store: Store, name: str, version: str) -> dict[str, Any] | None:
+    key = Layout.adapter(name, version, MANIFEST_FILE)
+    return store.read_json(key) if store.exists(key) else None
+
+
+def read_alias(store: Store, name: str) -> dict[str, Any] | None:
+    key = Layout.adapter_alias(name)
+    return store.read_json(key) if store.exists(key) else None
+
+
+def resolve(store: Store, reference: str) -> dict[str, Any]:
+    """The manifest of `name[:version]`; without a version, of the promoted one."""
+    name, version = parse_ref(reference)
+    if version is None:
+        alias = read_alias(store, name)
+        if alias is None:
+            known = versions(store, name)
+            hint = f"; versions: {', '.join(known)}" if known else ""
+            raise NotFoundError(f"adapter {name} has no promoted version{hint}", param="adapter")
+        version = alias["version"]
+    manifest = load_manifest(store, name, version)
+    if manifest is None:
+        raise NotFoundError(f"adapter {name}:{version} not found", param="adapter")
+    return manifest
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safetensors_keys(path: Path) -> list[str]:
+    """Tensor names of a safetensors file, read from its header alone."""
+    with path.open("rb") as handle:
+        (size,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(size))
+    return [key for key in header if key != "__metadata__"]
+
+
+def lint(folder: Path, *, max_rank: int, trained_on_sha256: str, base_sha256: str) -> list[str]:
+    """Every reason the adapter in `folder` could not be served on this base (empty: servable)."""
+    missing = [f for f in ADAPTER_FILES if not (folder / f).is_file()]
+    if missing:
+        return [f"missing {', '.join(missing)}"]
+    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    problems = []
+    if config.get("peft_type") != "LORA":
+        problems.append(f"peft type {config.get('peft_type')!r} is not LORA")
+    ranks = [int(config.get("r") or 0), *map(int, (config.get("rank_pattern") or {}).values())]
+    if max(ranks) > max_rank:
+        problems.append(f"rank {max(ranks)} is above the serving limit {max_rank}")
+    if config.get("modules_to_save"):
+        problems.append(f"modules_to_save {config['modules_to_save']} cannot be served")
+    keys = safetensors_keys(folder / WEIGHTS_FILE)
+    forbidden = sorted({p for key in keys for p in key.split(".") if p in FORBIDDEN_WEIGHTS})
+    if forbidden:
+        problems.append(f"carries {', '.join(forbidden)} weights (embedding or LM head)")
+    if trained_on_sha256 != base_sha256:
+        problems.append(
+            f"trained on base weights {trained_on_sha256[:12]}, the base model here is "
+            f"{base_sha256[:12]}"
+        )
+    return problems
+
+
+def require_lint(folder: Path, *, max_rank: int, trained_on_sha256: str, base_sha256: str) -> None:
+    problems = lint(
+        folder, max_rank=max_rank, trained_on_sha256=trained_on_sha256, base_sha256=base_sha256
+    )
+    if problems:
+        raise InvalidInputError(
+            "adapter fails lint: " + "; ".join(problems), param="adapter", code="lint_failed"
+        )
+
+
+def claim_version(store: Store, name: str, train_run_id: str) -> str:
+    """The version number for the adapter of one training: claimed once, found again on retry."""
+    check_name(name)
+    for version in _claimed(store, name):
+        claim = store.read_json(Layout.adapter(name, version, CLAIM_FILE))
+        if claim.get("train_run_id") == train_run_id:
+            return version
+    number = max((_number(v) for v in _claimed(store, name)), default=0) + 1
+    data = json.dumps(
+        {"train_run_id": train_run_id, "claimed_at": datetime.now(UTC).isoformat()}
+    ).encode("utf-8")
+    while not store.create(Layout.adapter(name, f"v{number}", CLAIM_FILE), data):
+        number += 1
+    return f"v{number}"
+
+
+def find_by_train_run(store: Store, name: str, train_run_id: str) -> dict[str, Any] | None:
+    """The registered version a training produced, if it got that far."""
+    for version in versions(store, name):
+        manifest = load_manifest(store, name, version) or {}
+        if manifest.get("train_run_id") == train_run_id:
+            return manifest
+    return None
+
+
+def register(
+    store: Store,
+    name: str,
+    version: str,
+    folder: Path,
+    manifest: dict[str, Any],
+    extra_files: Mapping[str, bytes],
+) -> dict[str, Any]:
+    """Store the adapter in `folder` as `name:version` (claimed before); returns its manifest.
+
+    The manifest goes last, making the version visible. A registered version is never
+    overwritten: the same weights again return it, other weights are refused.
+    """
+    weights_sha256 = file_sha256(folder / WEIGHTS_FILE)
+    existing = load_manifest(store, name, version)
+    if existing is not None:
+        if existing["weights_sha256"] != weights_sha256:
+            raise ConflictError(f"adapter {name}:{version} is registered with other weights")
+        return existing
+    for filename in ADAPTER_FILES:
+        store.write_bytes(Layout.adapter(name, version, filename), (folder / filename).read_bytes())
+    write_files(store, name, version, extra_files)
+    full = {
+        **manifest,
+        "name": name,
+        "version": version,
+        "weights_sha256": weights_sha256,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    store.write_json(Layout.adapter(name, version, MANIFEST_FILE), full)
+    log.info("adapter registered", extra={"adapter": name, "version": version})
+    return full
+
+
+def write_files(store: Store, name: str, version: str, files: Mapping[str, bytes]) -> None:
+    """Add or refresh evaluation outputs of a version; its weights and manifest stay as they are."""
+    for filename, data in files.items():
+        if filename in (*ADAPTER_FILES, MANIFEST_FILE, CLAIM_FILE) or "/" in filename:
+            raise ValueError(f"{filename} is not an evaluation output")
+        store.write_bytes(Layout.adapter(name, version, filename), data)
+
+
+def download(store: Store, name: str, version: str, dest: Path) -> Path:
+    """The adapter files of `name:version` in `dest`, ready for peft or vLLM."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for filename in ADAPTER_FILES:
+        (dest / filename).write_bytes(store.read_bytes(Layout.adapter(name, version, filename)))
+    return dest
+
+
+def promote(store: Store, name: str, version: str, *, reason: str) -> dict[str, Any]:
+    """Point the `name` alias at `version` and announce it (`adapter.promoted`)."""
+    if load_manifest(store, name, version) is None:
+        raise NotFoundError(f"adapter {name}:{version} not found", param="version")
+    previous = read_alias(store, name)
+    alias = {
+        "name": name,
+        "version": version,
+        "previous_version": previous["version"] if previous else None,
+        "reason": reason,
+        "promoted_at": datetime.now(UTC).isoformat(),
+    }
+    store.write_json(Layout.adapter_alias(name), alias)
+    event = {k: alias[k] for k in ("name", "version", "previous_version", "reason")}
+    try:
+        publish_event("adapter.promoted", event)
+    except redis.RedisError as exc:
+        # The alias in the store is the truth; subscribers that missed the event read it.
+        log.warning("promotion event not published", extra={"error_class": type(exc).__name__})
+    return alias
+
+
+def regressions(
+    new: Mapping[str, float | None], current: Mapping[str, float | None], margin: float
+) -> list[str]:
+    """Fields whose score `new` falls more than `margin` below `current` (empty: as good)."""
+    return [
+        name
+        for name, before in current.items()
+        if before is not None and (new.get(name) or 0.0) < before - margin
+    ]
+
+
+def _claimed(store: Store, name: str) -> list[str]:
+    return [v for v in store.children(Layout.adapter_dir(name)) if VERSION.match(v)]
+
+
+def _number(version: str) -> int:
+    match = VERSION.match(version)
+    assert match is not None
+    return int(match.group(1))
