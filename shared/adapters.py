@@ -159,8 +159,9 @@ def claim_version(store: Store, name: str, train_run_id: str) -> str:
     """The version number for the adapter of one training: claimed once, found again on retry."""
     check_name(name)
     for version in _claimed(store, name):
-        claim = store.read_json(Layout.adapter(name, version, CLAIM_FILE))
-        if claim.get("train_run_id") == train_run_id:
+        key = Layout.adapter(name, version, CLAIM_FILE)
+        # A folder without its claim yet is another training's claim in progress.
+        if store.exists(key) and store.read_json(key).get("train_run_id") == train_run_id:
             return version
     number = max((_number(v) for v in _claimed(store, name)), default=0) + 1
     data = json.dumps(

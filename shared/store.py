@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -166,12 +167,20 @@ class Store:
             raise StoreError(f"cannot write {self.uri(key)}: {exc}") from exc
 
     def create(self, key: str, data: bytes) -> bool:
-        """Write an object only if the key is free: an atomic claim; False when it was taken."""
+        """Write an object only if the key is free: an atomic claim; False when it was taken.
+
+        Readers see the whole object or none: a local file is written aside and hard-linked
+        into place (the link fails if the name exists); S3 puts it with `If-None-Match: *`.
+        """
         path = self._path(key)
         try:
             if self.protocol == "file":
-                with self.fs.open(path, "xb") as handle:
-                    handle.write(data)
+                tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+                self.fs.pipe_file(tmp, data)
+                try:
+                    os.link(tmp, path)
+                finally:
+                    os.unlink(tmp)
             else:
                 self.fs.pipe_file(path, data, mode="create")
         except FileExistsError:

@@ -80,9 +80,10 @@ def fields_chart(evaluation: dict[str, Any]) -> bytes:
             values = [entry[variant]["fields"][f][metric] or 0.0 for f in fields]
             axis.bar([p + offset for p in positions], values, width, label=variant, color=color)
         axis.set_xticks(list(positions), fields)
-        axis.set_ylim(0, 1.05)
+        axis.set_ylim(0, 1.2)
+        axis.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         axis.set_title(metric.replace("_", " "))
-        axis.legend(loc="lower right")
+        axis.legend(loc="upper center", ncol=2)
     figure.suptitle(f"{name}: {entry['rows']} rows")
     return _png(figure)
 

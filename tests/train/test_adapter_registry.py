@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import boto3
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -120,3 +122,14 @@ def test_promotion_needs_every_field_at_least_as_good() -> None:
     assert adapters.regressions({"name": 0.95, "phone": 1.0}, current, margin=0.0) == []
     assert adapters.regressions({"name": 0.95, "phone": 0.98}, current, margin=0.0) == ["phone"]
     assert adapters.regressions({"name": 0.95, "phone": 0.98}, current, margin=0.05) == []
+
+
+def test_versions_are_claimed_exclusively_on_s3_too(s3_server: str) -> None:
+    bucket = f"tiqu-train-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    store = Store(f"s3://{bucket}/root", endpoint_url=s3_server, key="testing", secret="testing")
+    assert store.create("adapters/ex/v1/claim.json", b'{"train_run_id": "tr-1"}')
+    assert not store.create("adapters/ex/v1/claim.json", b'{"train_run_id": "tr-2"}')
+    assert store.read_json("adapters/ex/v1/claim.json") == {"train_run_id": "tr-1"}
+    assert adapters.claim_version(store, "ex", "tr-2") == "v2"
+    assert adapters.claim_version(store, "ex", "tr-1") == "v1"

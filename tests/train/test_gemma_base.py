@@ -33,8 +33,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def gemma_cache(request: pytest.FixtureRequest) -> Path:
-    return Path(request.config.cache.mkdir("tiqu-models"))
+def gemma_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pytest's cache folder (kept across sessions), or a session folder without the cache."""
+    cache = request.config.cache
+    return Path(cache.mkdir("tiqu-models")) if cache else tmp_path_factory.mktemp("models")
 
 
 @pytest.fixture(scope="session")
