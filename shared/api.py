@@ -12,7 +12,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import PayloadTooLargeError, TiquError
+from shared.logging import configure_logging
 from shared.metrics import instrument_app
+from shared.queue import redis_client
+from shared.settings import get_settings
+from shared.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +93,32 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
+def _redis_answers() -> None:
+    redis_client().ping()
+
+
+def _store_answers() -> None:
+    Store.from_settings().children("datasets")
+
+
 def create_app(
     *,
     service: str,
     title: str,
     description: str,
-    max_body_bytes: int,
+    max_body_bytes: int | None = None,
     readiness_checks: dict[str, ReadinessCheck] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with tiqu's error envelope, `/healthz`, `/readyz` and `/metrics`."""
+    """A FastAPI app with tiqu's error envelope, `/healthz`, `/readyz` and `/metrics`.
+
+    Every tiqu API needs Redis (its queue) and the store, so `/readyz` always checks both;
+    `readiness_checks` adds more. The body limit defaults to TIQU_MAX_UPLOAD_MB.
+    """
+    configure_logging(f"{service}-api")
+    if max_body_bytes is None:
+        max_body_bytes = get_settings().max_upload_mb * 1024 * 1024
     app = FastAPI(title=title, description=description, version="0.1.0")
-    checks = readiness_checks or {}
+    checks = {"redis": _redis_answers, "store": _store_answers, **(readiness_checks or {})}
 
     @app.exception_handler(TiquError)
     async def tiqu_error(_: Request, exc: TiquError) -> JSONResponse:

@@ -28,8 +28,6 @@ from services.ingest.pipeline import load_manifest
 from shared.api import create_app
 from shared.errors import InvalidInputError, NotFoundError, UnavailableError, error_responses
 from shared.jobs import JobState, JobStatus, load_status, save_status
-from shared.logging import configure_logging
-from shared.queue import redis_client
 from shared.schema import get_schema
 from shared.store import Store
 
@@ -134,22 +132,12 @@ def read_run(run_id: str, store: StoreDep) -> DistillRunPublic:
     return run
 
 
-def _check_redis() -> None:
-    redis_client().ping()
-
-
-def _check_store() -> None:
-    get_store().children("datasets")
-
-
 def build_app() -> FastAPI:
-    configure_logging("distill-api")
     application = create_app(
         service="distill",
         title="tiqu distill",
         description="Label datasets with a teacher LLM into verified training files.",
         max_body_bytes=MAX_BODY_BYTES,
-        readiness_checks={"redis": _check_redis, "store": _check_store},
     )
     application.include_router(router)
     return application

@@ -11,7 +11,7 @@ import logging
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
@@ -22,9 +22,6 @@ from services.ingest.tasks import ingest_dataset
 from shared.api import create_app
 from shared.errors import NotFoundError, PayloadTooLargeError, UnavailableError, error_responses
 from shared.jobs import JobState, JobStatus, load_status, save_status
-from shared.logging import configure_logging
-from shared.queue import redis_client
-from shared.settings import get_settings
 from shared.store import Layout, Store
 from shared.tables import ExportFileError, read_export
 
@@ -153,23 +150,11 @@ def list_datasets(
     return DatasetList(datasets=datasets[offset : offset + limit], total=len(datasets))
 
 
-def _check_redis() -> None:
-    redis_client().ping()
-
-
-def _check_store() -> None:
-    get_store().children("datasets")
-
-
-def build_app():
-    configure_logging("ingest-api")
-    settings = get_settings()
+def build_app() -> FastAPI:
     application = create_app(
         service="ingest",
         title="tiqu ingest",
         description="Turn messy complaint exports into clean, versioned datasets.",
-        max_body_bytes=settings.max_upload_mb * 1024 * 1024,
-        readiness_checks={"redis": _check_redis, "store": _check_store},
     )
     application.include_router(router)
     return application

@@ -22,8 +22,6 @@ from services.train.tasks import request_key, result_key, status_key, train_run
 from shared.api import create_app
 from shared.errors import InvalidInputError, NotFoundError, UnavailableError, error_responses
 from shared.jobs import JobState, JobStatus, load_status, save_status
-from shared.logging import configure_logging
-from shared.queue import redis_client
 from shared.settings import get_settings
 from shared.store import Store
 
@@ -119,23 +117,11 @@ def read_train_run(train_run_id: str, store: StoreDep) -> TrainRunPublic:
     return _public(store, train_run_id)
 
 
-def _check_redis() -> None:
-    redis_client().ping()
-
-
-def _check_store() -> None:
-    get_store().children("train-runs")
-
-
 def build_app() -> FastAPI:
-    configure_logging("train-api")
-    settings = get_settings()
     application = create_app(
         service="train",
         title="tiqu train",
         description="Train LoRA students on distill runs; register, evaluate and promote them.",
-        max_body_bytes=settings.max_upload_mb * 1024 * 1024,
-        readiness_checks={"redis": _check_redis, "store": _check_store},
     )
     application.include_router(router)
     return application
