@@ -28,6 +28,7 @@ import redis
 
 from shared.errors import ConflictError, InvalidInputError, NotFoundError
 from shared.queue import publish_event
+from shared.schema import ExtractionSchema
 from shared.store import Layout, Store
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ MANIFEST_FILE = "manifest.json"
 CLAIM_FILE = "claim.json"
 ADAPTER_FILES = (WEIGHTS_FILE, CONFIG_FILE)
 EVAL_FILE = "eval.json"
+# The extraction schema the adapter was trained on: serving prompts and constrains with it.
+SCHEMA_FILE = "schema.json"
 REPORT_FILE = "report.md"
 # Weights a servable LoRA adapter must not carry: vLLM loads low-rank deltas of linear layers
 # only, never replaced embeddings or LM heads.
@@ -57,8 +60,8 @@ def check_name(name: str) -> str:
 
 
 def parse_ref(reference: str) -> tuple[str, str | None]:
-    """`name`, `name:v3` or `name/v3` as (name, version or None for the promoted one)."""
-    name, _, version = reference.replace("/", ":").partition(":")
+    """`name`, `name@v3`, `name:v3` or `name/v3` as (name, version or None for the promoted one)."""
+    name, _, version = reference.replace("/", ":").replace("@", ":").partition(":")
     check_name(name)
     if version and not VERSION.match(version):
         raise InvalidInputError(f"adapter version {version!r} must look like v1", param="version")
@@ -221,6 +224,17 @@ def write_files(store: Store, name: str, version: str, files: Mapping[str, bytes
         if filename in (*ADAPTER_FILES, MANIFEST_FILE, CLAIM_FILE) or "/" in filename:
             raise ValueError(f"{filename} is not an evaluation output")
         store.write_bytes(Layout.adapter(name, version, filename), data)
+
+
+def load_schema(store: Store, name: str, version: str) -> ExtractionSchema | None:
+    """The schema `name:version` was trained on (None for adapters registered without one)."""
+    key = Layout.adapter(name, version, SCHEMA_FILE)
+    return ExtractionSchema(store.read_json(key)) if store.exists(key) else None
+
+
+def schema_file(schema: ExtractionSchema) -> dict[str, bytes]:
+    """The registry file recording `schema` beside an adapter's weights."""
+    return {SCHEMA_FILE: json.dumps(schema.json_schema, ensure_ascii=False).encode("utf-8")}
 
 
 def download(store: Store, name: str, version: str, dest: Path) -> Path:

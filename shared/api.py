@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import PayloadTooLargeError, TiquError
+from shared.errors import ErrorResponse, PayloadTooLargeError, TiquError
 from shared.logging import configure_logging
 from shared.metrics import instrument_app
 from shared.queue import redis_client
@@ -21,6 +28,7 @@ from shared.store import Store
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], None]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 _HTTP_ERROR_TYPES = {
     400: "bad_request",
@@ -42,24 +50,92 @@ def error_json(
     return JSONResponse(body, status_code=status)
 
 
-class BodySizeLimit:
-    """Refuse request bodies above `max_bytes` with 413 before reading them whole.
+# Bodies read whole into memory (JSON requests); uploads of files are limited by
+# TIQU_MAX_UPLOAD_MB instead, and spooled to disk as they arrive.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
-    A declared Content-Length is checked up front; a chunked body is counted as it streams in
-    and cut off at the limit, so a huge upload never fills memory or disk.
+# Routes anyone may call: liveness, readiness, metrics for the scraper, and the API description.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"})
+
+
+def configured_api_keys() -> tuple[bytes, ...]:
+    keys = get_settings().api_keys.get_secret_value()
+    return tuple(k.strip().encode("utf-8") for k in keys.split(",") if k.strip())
+
+
+class ApiKeyAuth:
+    """Require `Authorization: Bearer KEY` with one of `keys` on every non-public route.
+
+    Runs before the body is read, so an unauthenticated upload costs nothing; keys are compared
+    in constant time, each one, so the answer time says nothing about which key came close.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, keys: tuple[bytes, ...]) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.keys or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, presented = header.partition(b" ")
+        matched = False
+        for key in self.keys:
+            matched |= hmac.compare_digest(presented.strip(), key)
+        if scheme.lower() == b"bearer" and matched:
+            await self.app(scope, receive, send)
+            return
+        response = error_json(401, "missing or invalid API key", "unauthorized")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        await response(scope, receive, send)
+
+
+class BodyTooLargeError(StarletteHTTPException):
+    """Raised by the body reader past the limit. An HTTPException, so FastAPI passes it on while
+    it reads a body (any other error there becomes a 400 "error parsing the body")."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(413, message)
+
+
+class BodySizeLimit:
+    """Refuse request bodies above the route's limit with 413 before reading them whole.
+
+    Routes that take a file (a form body) may receive `max_upload_bytes`, which the multipart
+    parser spools to disk; every other route reads its body into memory, so it gets the small
+    `max_body_bytes`. A declared Content-Length is checked up front; a chunked body is counted as
+    it streams in and cut off at the limit, so a huge upload never fills memory or disk.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int, router: Router
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.router = router
+        self._limits: dict[int, int] = {}
+
+    def limit_for(self, scope: Scope) -> int:
+        """The limit of the route `scope` goes to (no route: the small one)."""
+        for route in self.router.routes:
+            if isinstance(route, APIRoute) and route.matches(scope)[0] == Match.FULL:
+                if id(route) not in self._limits:
+                    field = route.body_field
+                    form = field is not None and isinstance(field.field_info, params.Form)
+                    self._limits[id(route)] = self.max_upload_bytes if form else self.max_body_bytes
+                return self._limits[id(route)]
+        return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(limit, scope, receive, send)
             return
         received = 0
         response_started = False
@@ -69,8 +145,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise PayloadTooLargeError(self._message())
+                if received > limit:
+                    raise BodyTooLargeError(_limit_message(limit))
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -81,16 +157,76 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except PayloadTooLargeError:
+        except (BodyTooLargeError, PayloadTooLargeError):
             if not response_started:
-                await self._refuse(scope, receive, send)
+                await self._refuse(limit, scope, receive, send)
 
-    def _message(self) -> str:
-        return f"request body larger than the limit of {self.max_bytes // (1024 * 1024)} MiB"
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_json(413, self._message(), "payload_too_large")
+    async def _refuse(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_json(413, _limit_message(limit), "payload_too_large")
         await response(scope, receive, send)
+
+
+def _limit_message(limit: int) -> str:
+    if limit >= 1024 * 1024:
+        return f"request body larger than the limit of {limit // (1024 * 1024)} MiB"
+    return f"request body larger than the limit of {limit // 1024} KiB"
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves on `path`."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
+
+
+def _error_schema(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+
+
+def _openapi(app: FastAPI, *, authenticated: bool) -> dict[str, Any]:
+    """FastAPI's schema, telling what the shell adds to every route: the bearer key (401), the
+    body limit (413) and the error envelope, 422 included, instead of FastAPI's own 422 body."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    envelope = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(envelope.pop("$defs", {}))
+    schemas["ErrorResponse"] = envelope
+    if authenticated:
+        components["securitySchemes"] = {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "One of the keys in TIQU_API_KEYS.",
+            }
+        }
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = _error_schema("Malformed or invalid input")
+            if "requestBody" in operation:
+                responses.setdefault("413", _error_schema("Request body above the limit"))
+                responses.setdefault(
+                    "400", _error_schema("A body that cannot be parsed (broken multipart)")
+                )
+            if authenticated and path not in PUBLIC_PATHS:
+                operation["security"] = [{"bearerAuth": []}]
+                responses.setdefault("401", _error_schema("Missing or invalid API key"))
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f"#/components/schemas/{unused}" not in json.dumps(schema):
+            schemas.pop(unused, None)
+    app.openapi_schema = schema
+    return schema
 
 
 def _redis_answers() -> None:
@@ -106,23 +242,24 @@ def create_app(
     service: str,
     title: str,
     description: str,
-    max_body_bytes: int | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     readiness_checks: dict[str, ReadinessCheck] | None = None,
+    lifespan: Lifespan | None = None,
+    api_keys: tuple[bytes, ...] | None = None,
 ) -> FastAPI:
     """A FastAPI app with tiqu's error envelope, `/healthz`, `/readyz` and `/metrics`.
 
     Every tiqu API needs Redis (its queue) and the store, so `/readyz` always checks both;
-    `readiness_checks` adds more. The body limit defaults to TIQU_MAX_UPLOAD_MB.
+    `readiness_checks` adds more. Bodies of routes taking a file may reach TIQU_MAX_UPLOAD_MB,
+    every other body `max_body_bytes` (see BodySizeLimit).
     """
     configure_logging(f"{service}-api")
-    if max_body_bytes is None:
-        max_body_bytes = get_settings().max_upload_mb * 1024 * 1024
-    app = FastAPI(title=title, description=description, version="0.1.0")
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     checks = {"redis": _redis_answers, "store": _store_answers, **(readiness_checks or {})}
 
     @app.exception_handler(TiquError)
     async def tiqu_error(_: Request, exc: TiquError) -> JSONResponse:
-        return JSONResponse(exc.envelope(), status_code=exc.status_code)
+        return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -132,9 +269,14 @@ def create_app(
         return error_json(422, message, "invalid_input", location or None)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = _HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
-        return error_json(exc.status_code, str(exc.detail), error_type)
+        response = error_json(exc.status_code, str(exc.detail), error_type)
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route on the path.
+            response.headers["Allow"] = ", ".join(_allowed_methods(app, request.url.path))
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
@@ -145,7 +287,12 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
 
-    @app.get("/readyz", tags=["health"], summary="Dependencies answer")
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Dependencies answer",
+        responses={503: {"description": "A dependency does not answer (same body)"}},
+    )
     def readyz() -> JSONResponse:
         results: dict[str, str] = {}
         for name, check in checks.items():
@@ -158,6 +305,19 @@ def create_app(
         body = {"status": "ready" if ready else "not_ready", "checks": results}
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    # Innermost, below the metrics middleware: that one runs `receive` in a task group, which
+    # would wrap the limit's exception in an ExceptionGroup and FastAPI would answer 400.
+    app.add_middleware(
+        BodySizeLimit,
+        max_body_bytes=max_body_bytes,
+        max_upload_bytes=get_settings().max_upload_mb * 1024 * 1024,
+        router=app.router,
+    )
     instrument_app(app, service)
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    keys = configured_api_keys() if api_keys is None else api_keys
+    if not keys and api_keys is None:
+        log.warning("no TIQU_API_KEYS set: the API accepts requests without a key")
+    app.openapi = lambda: _openapi(app, authenticated=bool(keys))  # type: ignore[method-assign]
+    # Added last, so it runs first: an unauthenticated request is answered before anything else.
+    app.add_middleware(ApiKeyAuth, keys=keys)
     return app

@@ -24,21 +24,31 @@ app = typer.Typer(
 )
 
 
-class Service(StrEnum):
+class WorkerRole(StrEnum):
     ingest = "ingest"
     distill = "distill"
     train = "train"
+    batch = "batch"
+
+
+class ApiRole(StrEnum):
+    ingest = "ingest"
+    distill = "distill"
+    train = "train"
+    serve = "serve"
 
 
 WORKER_MODULES = {
-    Service.ingest: "services.ingest.tasks",
-    Service.distill: "services.distill.tasks",
-    Service.train: "services.train.tasks",
+    WorkerRole.ingest: "services.ingest.tasks",
+    WorkerRole.distill: "services.distill.tasks",
+    WorkerRole.train: "services.train.tasks",
+    WorkerRole.batch: "services.serve.tasks",
 }
 API_MODULES = {
-    Service.ingest: "services.ingest.api:app",
-    Service.distill: "services.distill.api:app",
-    Service.train: "services.train.api:app",
+    ApiRole.ingest: "services.ingest.api:app",
+    ApiRole.distill: "services.distill.api:app",
+    ApiRole.train: "services.train.api:app",
+    ApiRole.serve: "services.serve.api:app",
 }
 
 
@@ -94,7 +104,7 @@ def settings_markdown() -> str:
 
 @app.command()
 def worker(
-    service: Annotated[Service, typer.Argument(help="Whose queue to consume.")],
+    service: Annotated[WorkerRole, typer.Argument(help="Whose queue to consume.")],
     concurrency: Annotated[int, typer.Option(min=1)] = 1,
     loglevel: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
@@ -109,6 +119,11 @@ def worker(
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    # SIGTERM (docker stop, Kubernetes, honcho) starts Celery's cold shutdown instead of a warm
+    # one that would wait for a training of hours: the task gets WORKER_SOFT_SHUTDOWN_S seconds to
+    # finish, then goes back to the queue (shared/queue.py). Pool processes ignore SIGTERM, so
+    # a signal sent to the whole process group cannot kill the task behind the worker's back.
+    env.setdefault("REMAP_SIGTERM", "SIGQUIT")
     argv = [
         sys.executable,
         "-m",
@@ -130,7 +145,9 @@ def worker(
 
 @app.command()
 def api(
-    service: Annotated[Service, typer.Argument(help="Which service's API to serve.")],
+    service: Annotated[
+        ApiRole, typer.Argument(help="Which service's API to serve (serve: the gateway).")
+    ],
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
 ) -> None:
@@ -144,12 +161,14 @@ def _register_services() -> None:
     from services.distill.cli import register as register_distill
     from services.distill.stub_cli import register as register_teacher_stub
     from services.ingest.cli import register as register_ingest
+    from services.serve.cli import register as register_serve
     from services.train.cli import register as register_train
 
     register_ingest(app)
     register_distill(app)
     register_teacher_stub(app)
     register_train(app)
+    register_serve(app)
 
 
 _register_services()

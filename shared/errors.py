@@ -6,6 +6,7 @@ Domain code raises these; the API layer turns them into
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
@@ -17,11 +18,25 @@ class TiquError(Exception):
     status_code: ClassVar[int] = 500
     error_type: ClassVar[str] = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers of the error answer: `Retry-After` (whole seconds) when retrying helps."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
     def envelope(self) -> dict[str, Any]:
         return {

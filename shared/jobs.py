@@ -6,13 +6,25 @@ flushed Redis never makes a finished job look unknown, and the API can answer fr
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from shared.errors import UnavailableError
+from shared.queue import redis_client
 from shared.store import Store
+
+if TYPE_CHECKING:
+    from celery import Task
+
+log = logging.getLogger(__name__)
 
 
 class JobState(StrEnum):
@@ -30,9 +42,111 @@ class JobStatus(BaseModel):
     progress: dict[str, Any] = Field(default_factory=dict)
 
 
+def enqueue(
+    store: Store, status_key: str, task: Task, *, kwargs: dict[str, Any], task_id: str
+) -> None:
+    """Mark a job queued and send its task; if the queue cannot take it, undo the mark and raise
+    UnavailableError, so the job is never left `queued` with no task behind it."""
+    save_status(store, status_key, JobStatus(state=JobState.QUEUED))
+    try:
+        task.apply_async(kwargs=kwargs, task_id=task_id)
+    except Exception as exc:
+        log.exception("cannot enqueue task", extra={"task_id": task_id})
+        store.delete(status_key)
+        raise UnavailableError("the task queue is unreachable; try again later") from exc
+
+
 def save_status(store: Store, key: str, status: JobStatus) -> None:
     store.write_json(key, status.model_dump(mode="json"))
 
 
 def load_status(store: Store, key: str) -> JobStatus | None:
     return JobStatus.model_validate(store.read_json(key)) if store.exists(key) else None
+
+
+LEASE_TTL_S = 10
+LEASE_POLL_S = 0.5
+# Extend or delete the lease only while it is still ours (a lease that expired may be re-taken).
+_EXTEND = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('expire', KEYS[1], ARGV[2]) end return 0"
+)
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+
+
+def needs_worker(kind: str, job_id: str, state: JobState | None) -> bool:
+    """Whether nobody is (or will be) working on a job, so submitting it must queue it: never
+    queued, failed, or marked running by a worker that died (its lease lapsed)."""
+    if state is None or state == JobState.FAILED:
+        return True
+    return state == JobState.RUNNING and not job_lease_held(kind, job_id)
+
+
+def lease_key(kind: str, job_id: str) -> str:
+    return f"tiqu:{kind}:lease:{job_id}"
+
+
+def job_lease_held(kind: str, job_id: str) -> bool:
+    """Whether a live worker is running the `kind` job `job_id` now."""
+    return bool(redis_client().exists(lease_key(kind, job_id)))
+
+
+class JobLease:
+    """`with JobLease(kind, job_id) as lease:` holds a job's Redis lease (if free) and renews it.
+
+    A second delivery of the same task (Redis redelivers unacknowledged ones) leaves a job alone
+    while its lease lives; when a worker dies the lease lapses within seconds, which is how an
+    API knows that a job still marked `running` must be queued again.
+
+    A lease that is taken when the task arrives may be a dead worker's, whose task was given
+    back to the queue (a stopped or killed worker): the lease is then waited for until it lapses
+    (at most `ttl_s` + 1 s), and given up on at once when its holder renews it, alive.
+    """
+
+    def __init__(self, kind: str, job_id: str, ttl_s: int = LEASE_TTL_S) -> None:
+        self.key = lease_key(kind, job_id)
+        self.ttl_s = ttl_s
+        self.token = uuid.uuid4().hex
+        self.acquired = False
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._renew, name=f"{kind}-lease", daemon=True)
+
+    def __enter__(self) -> JobLease:
+        client = redis_client()
+        deadline = time.monotonic() + self.ttl_s + 1
+        last_ttl_ms: int | None = None
+        while True:
+            self.acquired = bool(client.set(self.key, self.token, nx=True, ex=self.ttl_s))
+            if self.acquired or time.monotonic() >= deadline:
+                break
+            ttl_ms = int(client.pttl(self.key))
+            if last_ttl_ms is not None and ttl_ms > last_ttl_ms + 100:
+                break  # renewed since the last look: its holder is alive
+            last_ttl_ms = ttl_ms
+            time.sleep(LEASE_POLL_S)
+        if self.acquired:
+            self._heartbeat.start()
+        return self
+
+    def _renew(self) -> None:
+        client = redis_client()
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                client.eval(_EXTEND, 1, self.key, self.token, self.ttl_s)
+            except Exception:
+                # A missed renewal is retried at the next beat; only a dead worker lets it lapse.
+                log.warning("lease renewal failed", extra={"lease": self.key})
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.acquired:
+            return
+        self._stop.set()
+        self._heartbeat.join()
+        redis_client().eval(_RELEASE, 1, self.key, self.token)

@@ -24,12 +24,15 @@ PII_FIELDS = frozenset(
     {"text", "name", "phone", "email", "address", "question", "content", "complaint", "prompt"}
 )
 
-# Anything around an @ is treated as an address: over-masking a log line costs nothing.
-_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
-_DIGIT_RUN = re.compile(r"\+?\d(?:[\d*\s\-()]{5,}?)\d(?:[\d*\-]*\d)?")
+# Anything around an @ (or the full-width ＠ Chinese input methods type) is treated as an
+# address: over-masking a log line costs nothing.
+_EMAIL = re.compile(r"[^\s@＠]+[@＠][^\s@＠]+")
+# Digits (ASCII or full-width) joined by anything people put between the groups of a phone
+# number: spaces of any width, dashes of any kind, dots, slashes, brackets, stars.
+_DIGIT_RUN = re.compile(r"\+?\d(?:[\d\s\-‐‑–—－.．·/_()（）*＊、]*\d)?")
 _CJK = re.compile(
     r"[\u2e80-\u2fff\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
-    r"\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f]+"
+    r"\uac00-\ud7af\uf900-\ufaff\U00020000-\U000323af]+"
 )
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.

@@ -4,6 +4,12 @@ A task is acknowledged only after it finished (`acks_late`) and is given back to
 its worker dies (`reject_on_worker_lost`); each worker takes one task at a time, so a killed
 worker loses at most the task it was running, which then runs again elsewhere. Tasks must
 therefore be idempotent: they write their results under content-derived ids.
+
+Stopping a worker gives its task back too: SIGTERM (`tiqu worker` maps it to Celery's cold
+shutdown) leaves the running task `WORKER_SOFT_SHUTDOWN_S` seconds to finish, then stops it and
+returns it to its queue, where another worker resumes it. A worker killed outright leaves its
+task unacknowledged in Redis; the other workers, or the same one restarted, requeue it within
+seconds once its job's lease has lapsed (`shared.orphans`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from shared.settings import get_settings
 
 QUEUES = ("ingest", "distill", "train", "batch")
 EVENT_CHANNEL = "tiqu:events"
+# How long a SIGTERMed worker lets its running task finish before handing it back to the queue.
+WORKER_SOFT_SHUTDOWN_S = 10.0
 
 
 def create_celery_app() -> Celery:
@@ -46,6 +54,7 @@ def create_celery_app() -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
+        worker_soft_shutdown_timeout=WORKER_SOFT_SHUTDOWN_S,
     )
     return celery_app
 
@@ -89,6 +98,13 @@ def _serve_worker_metrics(**_: Any) -> None:
     port = get_settings().worker_metrics_port
     if port:
         serve_worker_metrics(port)
+
+
+@signals.worker_ready.connect
+def _sweep_orphans(sender: Any = None, **_: Any) -> None:
+    from shared.orphans import start_sweeper  # shared.orphans imports this module
+
+    start_sweeper(sender.app if sender is not None else app)
 
 
 @signals.worker_process_shutdown.connect

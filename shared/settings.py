@@ -221,12 +221,112 @@ class Settings(BaseSettings):
         "this much below the promoted one's on a field and still count as at least as good.",
     )
 
-    # Serve
+    # API security (every service)
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated API keys accepted as `Authorization: Bearer KEY` on every "
+        "route except health and metrics (empty: no authentication, for local use only).",
+    )
+
+    # Serve: the vLLM engine
     serve_max_lora_rank: int = Field(
         16,
         ge=1,
         description="Largest LoRA rank the serving engine accepts (`--max-lora-rank`); adapters "
         "above it are refused at registration.",
+    )
+    engine_url: str = Field(
+        "http://127.0.0.1:8100",
+        description="Base URL of the vLLM OpenAI-compatible server the gateway calls.",
+    )
+    engine_host: str = Field("127.0.0.1", description="Interface `tiqu serve engine` binds.")
+    engine_port: int = Field(
+        8100, ge=1, le=65535, description="Port `tiqu serve engine` listens on."
+    )
+    engine_max_loras: int = Field(
+        4, ge=1, le=64, description="Adapters active in one engine batch (`--max-loras`)."
+    )
+    engine_max_cpu_loras: int = Field(
+        8, ge=1, le=256, description="Adapters kept loaded in the engine (`--max-cpu-loras`)."
+    )
+    engine_max_model_len: int = Field(
+        1024, ge=64, description="Longest prompt + answer in tokens (`--max-model-len`)."
+    )
+    engine_max_num_seqs: int = Field(
+        64, ge=1, description="Requests the engine decodes at once (`--max-num-seqs`)."
+    )
+    engine_memory_fraction: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="`--gpu-memory-utilization`: share of GPU memory (on CPU: of one NUMA "
+        "node's memory) vLLM may use for weights and KV cache.",
+    )
+    engine_kv_cache_gib: float = Field(
+        0.0,
+        ge=0,
+        description="KV cache size in GiB (`--kv-cache-memory-bytes`); above 0 it replaces "
+        "`engine_memory_fraction`. Set it on CPU: there the fraction is of one NUMA node's memory, "
+        "and vLLM refuses to start when its own process already holds more than that share.",
+    )
+    engine_extra_args: str = Field(
+        "",
+        description="More vLLM server flags, appended as given (e.g. `--tensor-parallel-size 2`).",
+    )
+
+    # Serve: the extraction gateway
+    adapter_dir: Path = Field(
+        Path("./var/serve/adapters"),
+        description="Folder where the gateway puts downloaded adapters for vLLM to load; the "
+        "gateway and the engine must see it at the same path.",
+    )
+    serve_adapters: str = Field(
+        "",
+        description="Adapter names the gateway serves, comma-separated (empty: every promoted "
+        "adapter in the registry). The first, or `TIQU_ADAPTER_NAME`, is the default.",
+    )
+    serve_max_text_chars: int = Field(
+        4000, ge=1, description="Longest complaint text accepted by /v1/extract (longer: 413)."
+    )
+    serve_max_new_tokens: int = Field(
+        256, ge=8, description="Most tokens generated for one extraction."
+    )
+    serve_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline of one extraction, engine time included."
+    )
+    serve_max_waiting: int = Field(
+        32,
+        ge=0,
+        description="Backpressure: when vLLM's waiting queue reaches this depth, new requests "
+        "get 429 with Retry-After.",
+    )
+    serve_max_inflight: int = Field(
+        256, ge=1, description="Extractions the gateway admits at once; beyond it, 429."
+    )
+    serve_target_p95_ms: float = Field(
+        0.0,
+        ge=0,
+        description="Latency target (p95, ms) of an admitted extraction. The gateway then adapts "
+        "how many extractions it admits at once: 10 % fewer for each answer slower than 80 % of "
+        "the target, one more per round of faster answers; beyond it, 429 with Retry-After "
+        "(0: no target, only TIQU_SERVE_MAX_INFLIGHT and TIQU_SERVE_MAX_WAITING apply).",
+    )
+    serve_drain_timeout_s: float = Field(
+        30.0, gt=0, description="How long a replaced adapter version may finish in-flight work."
+    )
+
+    # Batch jobs
+    gateway_url: str = Field(
+        "http://127.0.0.1:8003", description="Extraction gateway that batch workers call."
+    )
+    gateway_api_key: SecretStr = Field(
+        SecretStr(""), description="API key batch workers and the CLI send to the gateway."
+    )
+    batch_chunk_rows: int = Field(
+        500, ge=1, description="Rows per batch chunk: the unit of progress and of resume."
+    )
+    batch_concurrency: int = Field(
+        16, ge=1, le=1024, description="Requests a batch job keeps in flight to the gateway."
     )
 
 

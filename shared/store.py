@@ -11,7 +11,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -164,6 +164,24 @@ class Store:
             else:
                 self.fs.pipe_file(path, data)
         except OSError as exc:
+            raise StoreError(f"cannot write {self.uri(key)}: {exc}") from exc
+
+    def write_parts(self, key: str, parts: Iterable[bytes]) -> None:
+        """Write an object from a stream of parts without holding it whole, still atomically:
+        a temporary file renamed into place, or an S3 multipart upload completed at close."""
+        path = self._path(key)
+        target = f"{path}.tmp-{uuid.uuid4().hex}" if self.protocol == "file" else path
+        try:
+            if self.protocol == "file":
+                self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+            with self.fs.open(target, "wb") as handle:
+                for part in parts:
+                    handle.write(part)
+            if self.protocol == "file":
+                self.fs.mv(target, path)
+        except OSError as exc:
+            if self.protocol == "file" and self.fs.exists(target):
+                self.fs.rm(target)
             raise StoreError(f"cannot write {self.uri(key)}: {exc}") from exc
 
     def create(self, key: str, data: bytes) -> bool:

@@ -127,6 +127,16 @@ def detect_column(
     return None
 
 
+def _columns_hint(columns: list[str]) -> str:
+    """The column names for an error message, unless the first row looks like data (a file
+    without a header row): then its cells are complaints, names, phones, never to be echoed."""
+    if not columns:
+        return "the file has no columns"
+    if any(len(c) > 32 or "@" in c or sum(ch.isdigit() for ch in c) >= 5 for c in columns):
+        return f"its first row ({len(columns)} cells) looks like data, not a header row"
+    return "columns are: " + ", ".join(columns)
+
+
 def _decode_error(tried: list[str]) -> ExportFileError:
     return ExportFileError(
         f"cannot decode the file as text (tried {', '.join(tried)}); save it as UTF-8 or GB18030",
@@ -191,7 +201,12 @@ def _parse_utf8_csv(body: pa.Buffer) -> pa.Table:
     except pa.ArrowInvalid as exc:
         if "utf8" in str(exc).lower():
             raise _NotUtf8 from exc
-        raise ExportFileError(f"malformed CSV: {exc}", param="file", code="malformed_file") from exc
+        # pyarrow quotes the offending row ("Expected 2 columns, got 3: <row>"): complaint text,
+        # personal data, which an error answer must not carry. Its first two parts say enough.
+        problem = ": ".join(str(exc).split(": ")[:2])
+        raise ExportFileError(
+            f"malformed CSV: {problem}", param="file", code="malformed_file"
+        ) from exc
     if any(pa.types.is_binary(field.type) for field in table.schema):
         raise _NotUtf8
     return table
@@ -278,7 +293,7 @@ def _records(
     if text_col is None:
         wanted = f"column {text_column!r}" if text_column else "a text column"
         raise ExportFileError(
-            f"no {wanted} found; columns are: {', '.join(columns) or '(none)'}. "
+            f"no {wanted} found; {_columns_hint(columns)}. "
             "Name it with --text-column / text_column.",
             param="text_column",
             code="no_text_column",

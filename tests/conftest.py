@@ -7,7 +7,6 @@ other's queues or datasets.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +14,11 @@ import httpx
 import pytest
 import redis
 
-from tests.support import ServiceProcess, free_port, start_process, wait_until
+from tests.support import TIQU, ServiceProcess, free_port, start_process, wait_until
 
-TIQU = str(Path(sys.executable).with_name("tiqu"))
+# The vLLM engine on a tiny model and its gateways, for the serve and end-to-end tests.
+# The reliability results table (docs/reliability.md), filled by scenario tests anywhere.
+pytest_plugins = ["tests.engine_fixtures", "tests.reliability_report"]
 REDIS_BASE_URL = os.environ.get("TIQU_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 TEST_REDIS_DB = 13
 

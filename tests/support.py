@@ -6,11 +6,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The `tiqu` command of the virtualenv running the tests.
+TIQU = str(Path(sys.executable).with_name("tiqu"))
 
 
 def free_port() -> int:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
-from shared.queue import QUEUES, create_celery_app, publish_event, subscribe_events
+from shared.queue import (
+    QUEUES,
+    WORKER_SOFT_SHUTDOWN_S,
+    create_celery_app,
+    publish_event,
+    subscribe_events,
+)
 
 
 def test_tasks_survive_a_lost_worker() -> None:
@@ -18,6 +24,8 @@ def test_tasks_survive_a_lost_worker() -> None:
         {q.name for q in conf.task_queues} == set(QUEUES) == {"ingest", "distill", "train", "batch"}
     )
     assert conf.task_routes["distill.*"] == {"queue": "distill"}
+    # A stopped worker gives its task a few seconds, then hands it back (tests/reliability).
+    assert conf.worker_soft_shutdown_timeout == WORKER_SOFT_SHUTDOWN_S > 0
 
 
 def test_published_events_reach_subscribers(redis_url: str) -> None:

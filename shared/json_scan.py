@@ -1,0 +1,29 @@
+"""A character scan of JSON text that knows where strings are: the one piece both the distill
+answer parser and the gateway's cut-answer salvage build on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+def json_characters(text: str, start: int = 0) -> Iterator[tuple[int, str, bool]]:
+    """Each character from `start`, and whether it is structural: outside a string, not a quote.
+
+    Only ASCII double quotes delimit strings here.
+    """
+    in_string = escaped = False
+    for index in range(start, len(text)):
+        char = text[index]
+        structural = False
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        else:
+            structural = True
+        yield index, char, structural
