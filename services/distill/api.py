@@ -23,11 +23,11 @@ from services.distill.run import (
     load_run_manifest,
     run_id_for,
 )
-from services.distill.tasks import distill_run, lease_held, status_key
+from services.distill.tasks import distill_run, status_key
 from services.ingest.pipeline import load_manifest
 from shared.api import create_app
 from shared.errors import InvalidInputError, NotFoundError, UnavailableError, error_responses
-from shared.jobs import JobState, JobStatus, load_status, save_status
+from shared.jobs import JobState, enqueue, load_status, needs_worker
 from shared.schema import get_schema
 from shared.store import Store
 
@@ -68,13 +68,6 @@ def _find(store: Store, dataset_id: str, run_id: str) -> DistillRunPublic | None
     )
 
 
-def _needs_worker(run: DistillRunPublic | None) -> bool:
-    """Whether nobody is (or will be) working on a run: never queued, failed, or orphaned."""
-    if run is None or run.state == JobState.FAILED:
-        return True
-    return run.state == JobState.RUNNING and not lease_held(run.run_id)
-
-
 router = APIRouter(prefix="/v1/distill-runs", tags=["distill"])
 
 
@@ -96,22 +89,14 @@ def create_run(body: DistillRunCreate, store: StoreDep) -> JSONResponse:
     )
     run_id = run_id_for(body.dataset_id, options, ExtractionPrompt.for_schema(get_schema()))
     run = _find(store, body.dataset_id, run_id)
-    if _needs_worker(run):
-        key = status_key(body.dataset_id, run_id)
-        save_status(store, key, JobStatus(state=JobState.QUEUED))
-        try:
-            distill_run.apply_async(
-                kwargs={
-                    "dataset_id": body.dataset_id,
-                    "run_id": run_id,
-                    "options": options.to_dict(),
-                },
-                task_id=f"distill-{run_id}",
-            )
-        except Exception as exc:
-            log.exception("cannot enqueue distill task", extra={"run_id": run_id})
-            store.delete(key)
-            raise UnavailableError("the task queue is unreachable; try again later") from exc
+    if needs_worker("distill", run_id, run.state if run else None):
+        enqueue(
+            store,
+            status_key(body.dataset_id, run_id),
+            distill_run,
+            kwargs={"dataset_id": body.dataset_id, "run_id": run_id, "options": options.to_dict()},
+            task_id=f"distill-{run_id}",
+        )
         run = DistillRunPublic(run_id=run_id, dataset_id=body.dataset_id, state=JobState.QUEUED)
     assert run is not None
     status_code = 200 if run.state == JobState.READY else 202

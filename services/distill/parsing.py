@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
+
+from shared.json_scan import json_characters
 
 __all__ = ["AnswerParseError", "parse_teacher_json", "parse_teacher_list"]
 
@@ -189,36 +190,13 @@ def _next_opening(text: str, position: int) -> int:
     return match.start() if match else -1
 
 
-def _json_characters(text: str, start: int = 0) -> Iterator[tuple[int, str, bool]]:
-    """Each character from `start`, and whether it is structural: outside a string, not a quote.
-
-    Only ASCII double quotes delimit strings here.
-    """
-    in_string = escaped = False
-    for index in range(start, len(text)):
-        char = text[index]
-        structural = False
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        else:
-            structural = True
-        yield index, char, structural
-
-
 def _matching_end(text: str, start: int) -> int | None:
     """Index after the bracket closing the one at `start`, or None if the text ends first.
 
     A mismatched closer ends the candidate early and the decoder then rejects it.
     """
     depth = 0
-    for index, char, structural in _json_characters(text, start):
+    for index, char, structural in json_characters(text, start):
         if not structural:
             continue
         if char in "{[":
@@ -253,7 +231,7 @@ def _repair(candidate: str) -> str:
 
 def _drop_trailing_commas(text: str) -> str:
     out: list[str] = []
-    for _, char, structural in _json_characters(text):
+    for _, char, structural in json_characters(text):
         if structural and char in "}]":
             # Drop a comma (and the blanks after it) directly before a closer.
             index = len(out) - 1

@@ -24,7 +24,8 @@ messages, and an attempt number n, counting the requests with that key this stub
 - else one draw u = H(seed, key, n, "transport") in [0, 1) picks at most one transport fault from
   consecutive intervals: [0, r429) 429 with Retry-After, then r500 wide: 500, then rtimeout wide:
   sleep `timeout_sleep_s` before answering, then rmalformed wide: HTTP 200 with a body that is not
-  JSON or is cut short;
+  JSON or is cut short, then rdisconnect wide: HTTP 200 announcing the whole body, of which half
+  is sent before the connection drops (a stream cut mid-way);
 - for an extraction answer, each content fault f (hallucinate, wrong_types, fence, think,
   truncated) applies when H(seed, key, n, f) < rate_f, independently.
 H is BLAKE2b of `seed|key|n|name` read as a fraction. A retried request has a new n, hence new
@@ -54,6 +55,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import Receive, Scope, Send
 
 from services.distill.teacher import estimate_prompt_tokens, estimate_tokens
 from services.ingest.cleaning import clean_text, clean_texts
@@ -103,6 +105,7 @@ class StubConfig(BaseModel):
     rate_timeout: float = Rate
     timeout_sleep_s: float = Field(120.0, ge=0.0)
     rate_malformed: float = Rate
+    rate_disconnect: float = Rate
     rate_think: float = Rate
     rate_fence: float = Rate
     rate_hallucinate: float = Rate
@@ -121,6 +124,7 @@ Outcome = Literal[
     "server_error",
     "timeout",
     "malformed",
+    "disconnected",
     "unauthorized",
     "model_not_found",
     "bad_request",
@@ -353,6 +357,7 @@ def _transport_fault(cfg: StubConfig, key: str, attempt: int) -> Outcome | None:
         ("server_error", cfg.rate_500),
         ("timeout", cfg.rate_timeout),
         ("malformed", cfg.rate_malformed),
+        ("disconnected", cfg.rate_disconnect),
     )
     for name, rate in choices:
         edge += rate
@@ -441,6 +446,8 @@ def build_stub_app(config: StubConfig, *, index: LabelIndex | None = None) -> Fa
         title="tiqu teacher stub",
         description="Offline OpenAI-compatible stand-in for a teacher LLM (not a real model).",
         max_body_bytes=16 * 1024 * 1024,
+        # A stand-in for an external API: it checks the teacher key below, not tiqu's keys.
+        api_keys=(),
     )
     app.state.stub = state
 
@@ -626,6 +633,8 @@ def build_stub_app(config: StubConfig, *, index: LabelIndex | None = None) -> Fa
                 raw = b"upstream connect error or disconnect/reset before headers"
             else:
                 raw = raw[: len(raw) // 2]
+        if fault == "disconnected":
+            return _CutResponse(raw, media_type="application/json"), None
         return Response(raw, media_type="application/json"), None
 
     async def augment_answer(prompt: str, n: int, seed: int) -> str:
@@ -672,6 +681,22 @@ def build_stub_app(config: StubConfig, *, index: LabelIndex | None = None) -> Fa
         extra={"labels_rows": state.index.rows, "label_files": len(config.labels)},
     )
     return app
+
+
+class _CutResponse(Response):
+    """A 200 whose headers announce the whole body; half of it is sent, then the connection
+    drops, as when a proxy or the provider dies mid-answer."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        half = self.body[: len(self.body) // 2]
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+        # The server closes the connection of an app that fails after its response started.
+        raise _Disconnect("teacher stub: connection dropped mid-body (injected fault)")
+
+
+class _Disconnect(Exception):
+    pass
 
 
 def _model_card(model: str) -> dict[str, Any]:

@@ -70,6 +70,15 @@ def teacher_stub_command(
             min=0, max=1, help="HTTP 200 with a non-JSON or cut body.", rich_help_panel=_FAULTS
         ),
     ] = 0.0,
+    rate_disconnect: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=1,
+            help="HTTP 200 cut mid-body: the connection drops.",
+            rich_help_panel=_FAULTS,
+        ),
+    ] = 0.0,
     rate_think: Annotated[
         float,
         typer.Option(
@@ -130,6 +139,7 @@ def teacher_stub_command(
             rate_timeout=rate_timeout,
             timeout_sleep_s=timeout_sleep_s,
             rate_malformed=rate_malformed,
+            rate_disconnect=rate_disconnect,
             rate_think=rate_think,
             rate_fence=rate_fence,
             rate_hallucinate=rate_hallucinate,

@@ -9,11 +9,8 @@ the API knows that a run still marked `running` must be started again.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -21,14 +18,13 @@ from prometheus_client import Counter, Histogram
 from services.distill.prompt import ExtractionPrompt
 from services.distill.run import DistillOptions, RunProgress, run_distill, run_id_for
 from shared.errors import TiquError
-from shared.jobs import JobState, JobStatus, save_status
-from shared.queue import app, publish_event, redis_client
+from shared.jobs import JobLease, JobState, JobStatus, save_status
+from shared.queue import app, publish_event
 from shared.schema import get_schema
 from shared.store import Layout, Store, StoreError
 
 log = logging.getLogger(__name__)
 
-LEASE_TTL_S = 10
 STATUS_INTERVAL_S = 1.0
 
 DISTILL_LABELS = Counter(
@@ -43,66 +39,9 @@ DISTILL_DURATION = Histogram(
     buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600),
 )
 
-# Extend or delete the lease only while it is still ours (a lease that expired may be re-taken).
-_EXTEND = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('expire', KEYS[1], ARGV[2]) end return 0"
-)
-_RELEASE = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-)
-
 
 def status_key(dataset_id: str, run_id: str) -> str:
     return Layout.distill_run(dataset_id, run_id, "status.json")
-
-
-def lease_key(run_id: str) -> str:
-    return f"tiqu:distill:lease:{run_id}"
-
-
-def lease_held(run_id: str) -> bool:
-    """Whether a live worker is running `run_id` now."""
-    return bool(redis_client().exists(lease_key(run_id)))
-
-
-class RunLease:
-    """`with RunLease(run_id) as lease:` holds the run's lease (if free) and renews it."""
-
-    def __init__(self, run_id: str, ttl_s: int = LEASE_TTL_S) -> None:
-        self.key = lease_key(run_id)
-        self.ttl_s = ttl_s
-        self.token = uuid.uuid4().hex
-        self.acquired = False
-        self._stop = threading.Event()
-        self._heartbeat = threading.Thread(target=self._renew, name="distill-lease", daemon=True)
-
-    def __enter__(self) -> RunLease:
-        self.acquired = bool(redis_client().set(self.key, self.token, nx=True, ex=self.ttl_s))
-        if self.acquired:
-            self._heartbeat.start()
-        return self
-
-    def _renew(self) -> None:
-        client = redis_client()
-        while not self._stop.wait(self.ttl_s / 3):
-            try:
-                client.eval(_EXTEND, 1, self.key, self.token, self.ttl_s)
-            except Exception:
-                # A missed renewal is retried at the next beat; only a dead worker lets it lapse.
-                log.warning("lease renewal failed", extra={"lease": self.key})
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self.acquired:
-            return
-        self._stop.set()
-        self._heartbeat.join()
-        redis_client().eval(_RELEASE, 1, self.key, self.token)
 
 
 def record_metrics(manifest: dict[str, Any]) -> None:
@@ -141,7 +80,7 @@ def distill_run(
     """Run (or resume) distill run `run_id` of dataset `dataset_id`."""
     store = Store.from_settings()
     key = status_key(dataset_id, run_id)
-    with RunLease(run_id) as lease:
+    with JobLease("distill", run_id) as lease:
         if not lease.acquired:
             log.info("distill run is being run by another worker", extra={"run_id": run_id})
             return {"run_id": run_id, "state": JobState.RUNNING.value}

@@ -2,7 +2,9 @@
 
 Run with `tiqu api ingest`. Uploads are checked completely (format, encoding, text column) before
 anything is stored, so a bad file gets a 4xx and leaves the store untouched; the cleaning itself
-runs on the `ingest` Celery queue.
+runs on the `ingest` Celery queue. Uploading the same file again is safe: a ready dataset answers
+200, a queued or live one 202 as it is, and a failed one, or one whose worker died (its lease
+lapsed), is queued again.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from services.ingest.protocol import DatasetCounts, DatasetList, DatasetPublic
 from services.ingest.tasks import ingest_dataset
 from shared.api import create_app
 from shared.errors import NotFoundError, PayloadTooLargeError, UnavailableError, error_responses
-from shared.jobs import JobState, JobStatus, load_status, save_status
+from shared.jobs import JobState, enqueue, load_status, needs_worker
 from shared.store import Layout, Store
 from shared.tables import ExportFileError, read_export
 
@@ -97,25 +99,22 @@ async def create_dataset(
     if load_manifest(store, dataset_id) is not None:
         UPLOADS.labels("reused").inc()
         return JSONResponse(_public(store, dataset_id).model_dump(mode="json"), status_code=200)
-    if status is None or status.state == JobState.FAILED:
+    if needs_worker("ingest", dataset_id, status.state if status else None):
         raw_key = Layout.raw(source_sha, filename)
         if not store.exists(raw_key):
             await run_in_threadpool(store.write_bytes, raw_key, data)
-        save_status(store, status_key, JobStatus(state=JobState.QUEUED))
-        try:
-            ingest_dataset.apply_async(
-                kwargs={
-                    "dataset_id": dataset_id,
-                    "raw_key": raw_key,
-                    "filename": filename,
-                    "options": options.to_dict(),
-                },
-                task_id=f"ingest-{dataset_id}",
-            )
-        except Exception as exc:
-            log.exception("cannot enqueue ingest task", extra={"dataset_id": dataset_id})
-            store.delete(status_key)
-            raise UnavailableError("the task queue is unreachable; try again later") from exc
+        enqueue(
+            store,
+            status_key,
+            ingest_dataset,
+            kwargs={
+                "dataset_id": dataset_id,
+                "raw_key": raw_key,
+                "filename": filename,
+                "options": options.to_dict(),
+            },
+            task_id=f"ingest-{dataset_id}",
+        )
         UPLOAD_BYTES.inc(len(data))
     UPLOADS.labels("accepted").inc()
     return JSONResponse(_public(store, dataset_id).model_dump(mode="json"), status_code=202)

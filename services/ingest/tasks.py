@@ -13,7 +13,7 @@ from prometheus_client import Counter, Histogram
 
 from services.ingest.pipeline import IngestOptions, ingest_bytes
 from shared.errors import InvalidInputError
-from shared.jobs import JobState, JobStatus, save_status
+from shared.jobs import JobLease, JobState, JobStatus, save_status
 from shared.queue import app, publish_event
 from shared.store import Layout, Store, StoreError
 
@@ -50,21 +50,31 @@ def record_metrics(manifest: dict[str, Any]) -> None:
 def ingest_dataset(
     self: Any, *, dataset_id: str, raw_key: str, filename: str, options: dict[str, Any]
 ) -> dict[str, Any]:
-    """Build dataset `dataset_id` from the uploaded export stored at `raw_key`."""
+    """Build dataset `dataset_id` from the uploaded export stored at `raw_key`.
+
+    Holds the dataset's lease while it works: a second delivery of the task waits for a dead
+    worker's lease to lapse, and leaves alone a dataset that a live worker is building.
+    """
     store = Store.from_settings()
     status_key = Layout.dataset_status(dataset_id)
-    save_status(store, status_key, JobStatus(state=JobState.RUNNING))
     started = time.perf_counter()
-    try:
-        result = ingest_bytes(store.read_bytes(raw_key), filename, IngestOptions(**options), store)
-    except InvalidInputError as exc:
-        save_status(
-            store,
-            status_key,
-            JobStatus(state=JobState.FAILED, error=exc.message, error_code=exc.code),
-        )
-        INGEST_JOBS.labels("failed").inc()
-        return {"dataset_id": dataset_id, "state": "failed", "error": exc.message}
+    with JobLease("ingest", dataset_id) as lease:
+        if not lease.acquired:
+            log.info("dataset is being built by another worker", extra={"dataset_id": dataset_id})
+            return {"dataset_id": dataset_id, "state": JobState.RUNNING.value}
+        save_status(store, status_key, JobStatus(state=JobState.RUNNING))
+        try:
+            result = ingest_bytes(
+                store.read_bytes(raw_key), filename, IngestOptions(**options), store
+            )
+        except InvalidInputError as exc:
+            save_status(
+                store,
+                status_key,
+                JobStatus(state=JobState.FAILED, error=exc.message, error_code=exc.code),
+            )
+            INGEST_JOBS.labels("failed").inc()
+            return {"dataset_id": dataset_id, "state": "failed", "error": exc.message}
     if result.dataset_id != dataset_id:
         raise RuntimeError("dataset id mismatch: options changed between upload and task")
     if not result.reused:

@@ -2,7 +2,9 @@
 
 Run with `tiqu api train`. A request is checked completely (adapter name, rank within the
 serving limit, base model folder, distill run and its splits) before anything is queued, so bad
-input gets a 4xx and leaves the store untouched; training runs on the `train` Celery queue.
+input gets a 4xx and leaves the store untouched; training runs on the `train` Celery queue. The
+same request again answers with the same training; one that failed, or whose worker died (its
+lease lapsed), is queued again and resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from services.train.request import TrainParams, TrainRequest, validate
 from services.train.tasks import request_key, result_key, status_key, train_run
 from shared.api import create_app
 from shared.errors import InvalidInputError, NotFoundError, UnavailableError, error_responses
-from shared.jobs import JobState, JobStatus, load_status, save_status
+from shared.jobs import JobState, enqueue, load_status, needs_worker
 from shared.settings import get_settings
 from shared.store import Store
 
@@ -86,21 +88,18 @@ async def create_train_run(body: TrainRunCreate, store: StoreDep) -> JSONRespons
         raise
     train_run_id = request.train_run_id(settings)
     status = load_status(store, status_key(train_run_id))
-    if status is not None and status.state != JobState.FAILED:
+    if status is not None and not needs_worker("train", train_run_id, status.state):
         TRAIN_REQUESTS.labels("reused").inc()
         code = 200 if status.state == JobState.READY else 202
         return JSONResponse(_public(store, train_run_id).model_dump(mode="json"), code)
     store.write_json(request_key(train_run_id), request.to_dict())
-    save_status(store, status_key(train_run_id), JobStatus(state=JobState.QUEUED))
-    try:
-        train_run.apply_async(
-            kwargs={"train_run_id": train_run_id, "request": request.to_dict()},
-            task_id=f"train-{train_run_id}",
-        )
-    except Exception as exc:
-        log.exception("cannot enqueue train task", extra={"train_run_id": train_run_id})
-        store.delete(status_key(train_run_id))
-        raise UnavailableError("the task queue is unreachable; try again later") from exc
+    enqueue(
+        store,
+        status_key(train_run_id),
+        train_run,
+        kwargs={"train_run_id": train_run_id, "request": request.to_dict()},
+        task_id=f"train-{train_run_id}",
+    )
     TRAIN_REQUESTS.labels("accepted").inc()
     return JSONResponse(_public(store, train_run_id).model_dump(mode="json"), status_code=202)
 

@@ -152,7 +152,12 @@ def run_training(
     }
     on_stage("register", 0, 1)
     registered = adapters.register(
-        store, request.name, version, adapter_dir, manifest, render_outputs(document, training)
+        store,
+        request.name,
+        version,
+        adapter_dir,
+        manifest,
+        {**render_outputs(document, training), **adapters.schema_file(schema)},
     )
     if promote:
         adapters.promote(store, request.name, version, reason=promotion)

@@ -1,6 +1,8 @@
 """Celery task of the train service (queue `train`).
 
-Start a worker with `tiqu worker train`. The training code (torch, transformers) is imported
+Start a worker with `tiqu worker train`. A training holds a Redis lease while it runs (as distill
+runs do): a worker killed mid-training lets it lapse within seconds, and the task, delivered
+again, resumes from the last checkpoint. The training code (torch, transformers) is imported
 when a task runs, not when the worker starts: the worker's parent process stays small and never
 initializes thread pools that its forked children would inherit.
 """
@@ -15,7 +17,7 @@ from prometheus_client import Counter, Gauge
 
 from services.train.request import TrainRequest
 from shared.errors import TiquError
-from shared.jobs import JobState, JobStatus, load_status, save_status
+from shared.jobs import JobLease, JobState, JobStatus, load_status, save_status
 from shared.queue import app
 from shared.settings import get_settings
 from shared.store import Layout, Store, StoreError
@@ -118,27 +120,31 @@ def train_run(self: Any, *, train_run_id: str, request: dict[str, Any]) -> dict[
     train_request = TrainRequest.from_dict(request)
     if train_request.train_run_id(settings) != train_run_id:
         raise RuntimeError("train run id mismatch: the worker's settings differ from the API's")
-    reporter = _StatusReporter(store, train_run_id)
-    previous = load_status(store, status_key(train_run_id))
-    reporter.progress = previous.progress if previous else {}
-    reporter.stage("start", 0, 1)
-    try:
-        outcome = run_training(
-            store, settings, train_request, on_stage=reporter.stage, on_step=reporter.step
-        )
-    except TiquError as exc:
-        return _failed(store, train_run_id, exc.message, exc.code)
-    except (StoreError, ConnectionError):
-        raise  # retried by Celery; the checkpoint makes the retry cheap
-    except Exception as exc:
-        log.exception("training crashed", extra={"train_run_id": train_run_id})
-        _failed(store, train_run_id, f"internal error ({type(exc).__name__}); see the worker log")
-        raise
-    result = outcome.summary()
-    store.write_json(result_key(train_run_id), result)
-    save_status(
-        store, status_key(train_run_id), JobStatus(state=JobState.READY, progress=reporter.progress)
-    )
+    with JobLease("train", train_run_id) as lease:
+        if not lease.acquired:
+            log.info("training is run by another worker", extra={"train_run_id": train_run_id})
+            return {"state": JobState.RUNNING.value, "train_run_id": train_run_id}
+        reporter = _StatusReporter(store, train_run_id)
+        previous = load_status(store, status_key(train_run_id))
+        reporter.progress = previous.progress if previous else {}
+        reporter.stage("start", 0, 1)
+        try:
+            outcome = run_training(
+                store, settings, train_request, on_stage=reporter.stage, on_step=reporter.step
+            )
+        except TiquError as exc:
+            return _failed(store, train_run_id, exc.message, exc.code)
+        except (StoreError, ConnectionError):
+            raise  # retried by Celery; the checkpoint makes the retry cheap
+        except Exception as exc:
+            log.exception("training crashed", extra={"train_run_id": train_run_id})
+            message = f"internal error ({type(exc).__name__}); see the worker log"
+            _failed(store, train_run_id, message)
+            raise
+        result = outcome.summary()
+        store.write_json(result_key(train_run_id), result)
+        ready = JobStatus(state=JobState.READY, progress=reporter.progress)
+        save_status(store, status_key(train_run_id), ready)
     TRAIN_RUNS.labels(
         "reused" if outcome.reused else "promoted" if outcome.promoted else "registered"
     ).inc()

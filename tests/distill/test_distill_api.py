@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from services.distill.tasks import lease_held
+from shared.jobs import job_lease_held
 from shared.queue import subscribe_events
 from shared.store import Store
 from tests.support import free_port, wait_until
@@ -49,7 +49,13 @@ def assert_every_row_once(read: ReadRunFile, dataset: Dataset, run_id: str, rows
 
 
 def test_api_answers_202_200_404_and_the_worker_distills(
-    dataset: Dataset, start_stub, use_teacher, start_worker, start_api, read_run_file: ReadRunFile
+    dataset: Dataset,
+    start_stub,
+    use_teacher,
+    start_worker,
+    start_api,
+    read_run_file: ReadRunFile,
+    record,
 ) -> None:
     stub = start_stub(dataset.labels)
     env = use_teacher(stub.base_url)
@@ -99,6 +105,13 @@ def test_api_answers_202_200_404_and_the_worker_distills(
     )
     assert "tiqu_teacher_requests_total" in worker_metrics
     assert stub.state.chat_requests == 50
+    record(
+        14,
+        "distill: the same run (dataset and options) submitted twice, the second time after "
+        "it finished",
+        f"one run id; 202 then 200 with the report; {stub.state.chat_requests} teacher calls "
+        "for 50 rows, none for the second submission",
+    )
 
 
 def test_a_killed_worker_is_resumed_without_asking_again(
@@ -108,6 +121,7 @@ def test_a_killed_worker_is_resumed_without_asking_again(
     start_worker,
     start_api,
     read_run_file: ReadRunFile,
+    record,
 ) -> None:
     dataset = make_dataset(150, 33)
     stub = start_stub(dataset.labels, latency_ms=250)
@@ -127,7 +141,9 @@ def test_a_killed_worker_is_resumed_without_asking_again(
     orphan = submit(api.url, dataset_id=dataset.dataset_id)
     assert (orphan.status_code, orphan.json()["state"]) == (202, "running")
     start_worker("distill", **env)
-    wait_until(lambda: not lease_held(run_id), 30, "the dead worker's lease to expire")
+    wait_until(
+        lambda: not job_lease_held("distill", run_id), 30, "the dead worker's lease to expire"
+    )
     resumed = submit(api.url, dataset_id=dataset.dataset_id)
     assert resumed.status_code == 202
 
@@ -136,3 +152,11 @@ def test_a_killed_worker_is_resumed_without_asking_again(
     assert body["manifest"]["teacher"]["cached_answers"] == cached_before
     assert stub.state.chat_requests - asked_before == dataset.rows - cached_before
     assert_every_row_once(read_run_file, dataset, run_id, dataset.rows)
+    record(
+        1,
+        f"distill: {dataset.rows}-row run; worker SIGKILLed after {cached_before} teacher "
+        "answers were cached, restarted, run resubmitted",
+        f"run ready with every one of the {dataset.rows} rows exactly once in the splits and "
+        f"rejected.jsonl; {stub.state.chat_requests - asked_before} teacher calls after the kill "
+        f"= {dataset.rows} rows - {cached_before} cached, no answer asked twice",
+    )

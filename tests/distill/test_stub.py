@@ -22,6 +22,7 @@ from services.distill.stub import LabelIndex, StubConfig, StubServer, load_label
 from services.distill.stub_cli import register
 from services.ingest.cleaning import clean_text
 from shared.samples import FIELDS, generate_complaints, write_export
+from shared.settings import get_settings
 from tests.support import free_port, start_process, wait_until
 
 pytestmark = pytest.mark.integration
@@ -121,6 +122,17 @@ def test_models_health_and_auth(stub) -> None:
 
     open_server = stub(api_key=None)
     assert httpx.get(f"{open_server.base_url}/models").status_code == 200
+
+
+def test_tiqus_own_api_keys_do_not_guard_the_stand_in(
+    stub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stand-in plays an external teacher: only its own key counts, whatever TIQU_API_KEYS is.
+    monkeypatch.setenv("TIQU_API_KEYS", "a-tiqu-gateway-key")
+    get_settings.cache_clear()
+    server = stub()
+    assert httpx.get(f"{server.base_url}/models", headers=AUTH).status_code == 200
+    assert httpx.get(f"{server.base_url}/models").status_code == 401
 
 
 def test_a_chat_completion_has_the_openai_shape(stub, sample) -> None:
@@ -440,9 +452,10 @@ def test_many_concurrent_clients_are_served_in_parallel(stub, sample) -> None:
         return elapsed
 
     elapsed = asyncio.run(main())
-    # 64 at a time, 200 ms each: about 0.4 s if the stub never blocks (sequential: 25 s).
-    assert elapsed < 3
+    # 64 requests held at once (each sleeps 200 ms) is the proof of parallel serving; the wall
+    # time is only a sanity bound (sequential serving would take 25.6 s), loose for busy machines.
     assert httpx.get(f"{server.url}/stats").json()["max_in_flight"] == 64
+    assert elapsed < 20
 
 
 def test_register_adds_the_teacher_stub_command() -> None:

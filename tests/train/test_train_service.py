@@ -38,7 +38,7 @@ def wait_finished(url: str, train_run_id: str) -> dict[str, Any]:
 
 
 def test_a_training_runs_through_the_worker_and_is_registered_and_promoted(
-    start_worker, start_api, train_env: dict[str, str], distill_run: str, redis_url: str
+    start_worker, start_api, train_env: dict[str, str], distill_run: str, redis_url: str, record
 ) -> None:
     metrics_port = free_port()
     env = {**train_env, "TIQU_TRAIN_THREADS": "1"}
@@ -101,6 +101,11 @@ def test_a_training_runs_through_the_worker_and_is_registered_and_promoted(
     assert again.status_code == 200
     assert again.json()["train_run_id"] == train_run_id
     assert adapters.versions(store, "extractor") == ["v1"]
+    record(
+        14,
+        "train: the same training request (distill run, parameters) sent again after it finished",
+        "the same train run id, 200 with the result; one registered version (v1), no training",
+    )
 
 
 def test_bad_requests_fail_clearly_and_register_nothing(
