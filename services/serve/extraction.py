@@ -1,0 +1,115 @@
+"""Turning a complaint into a prompt and a model answer into checked fields (pure, no I/O).
+
+The prompt is the training prompt, byte for byte: the shared `student_messages` rendered by the
+shared chat function into token ids. The answer, constrained by the engine, is parsed and
+validated again here; an answer cut off by the token budget keeps the fields it completed. Each
+value is checked against the text with the shared grounding rules, and a value that does not
+occur in the text is not returned (a small model that copies must never invent).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shared.chat import encode_prompt
+from shared.json_scan import json_characters
+from shared.normalize import field_grounded
+from shared.prompts import student_messages
+from shared.schema import ExtractionSchema
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class Prompter:
+    """Prompts of one schema for one base model's tokenizer."""
+
+    tokenizer: PreTrainedTokenizerBase
+    schema: ExtractionSchema
+
+    def prompt_ids(self, text: str) -> list[int]:
+        return encode_prompt(self.tokenizer, student_messages(text, self.schema))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the model answered, after parsing and validation."""
+
+    fields: dict[str, Any]
+    # The whole answer was one schema-valid JSON object (nothing repaired or dropped).
+    valid_json: bool
+    # The token budget ran out before the object closed; completed fields were kept.
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class Extraction:
+    fields: dict[str, Any]
+    # Per field: the model's value occurs in the text (None: the model gave no value).
+    grounded: dict[str, bool | None]
+    valid_json: bool
+    truncated: bool
+
+
+def parse_answer(text: str, schema: ExtractionSchema, *, truncated: bool) -> Answer:
+    """The fields of a constrained answer; what is missing or breaks the schema becomes null."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if isinstance(value, dict) and not schema.errors(value):
+        return Answer(
+            fields={n: value.get(n) for n in schema.field_names}, valid_json=True, truncated=False
+        )
+    partial = value if isinstance(value, dict) else completed_members(text)
+    fields = schema.empty()
+    for name in schema.field_names:
+        if name in partial and not schema.errors({**schema.empty(), name: partial[name]}):
+            fields[name] = partial[name]
+    return Answer(fields=fields, valid_json=False, truncated=truncated)
+
+
+def completed_members(text: str) -> dict[str, Any]:
+    """The members of a JSON object that closed before `text` was cut off.
+
+    A constrained decoder's output is always a prefix of valid JSON, so everything up to the
+    last comma at the object's top level is whole.
+    """
+    depth = 0
+    last_comma = None
+    for index, char, structural in json_characters(text):
+        if not structural:
+            continue
+        if char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+        elif char == "," and depth == 1:
+            last_comma = index
+    if last_comma is None:
+        return {}
+    try:
+        value = json.loads(text[:last_comma] + "}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def check_grounding(answer: Answer, text: str, schema: ExtractionSchema) -> Extraction:
+    """Keep the values that pass their field's grounding rule against `text`; null the others."""
+    fields: dict[str, Any] = {}
+    grounded: dict[str, bool | None] = {}
+    for spec in schema.fields:
+        value = answer.fields.get(spec.name)
+        if value is None:
+            fields[spec.name], grounded[spec.name] = None, None
+            continue
+        ok = not isinstance(value, str) or field_grounded(spec, value, text)
+        fields[spec.name] = value if ok else None
+        grounded[spec.name] = ok
+    return Extraction(
+        fields=fields, grounded=grounded, valid_json=answer.valid_json, truncated=answer.truncated
+    )

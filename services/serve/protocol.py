@@ -1,0 +1,89 @@
+"""Request and response bodies of the extraction gateway."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from shared.jobs import JobState
+
+ADAPTER_REF = r"^[a-z0-9][a-z0-9_\-]{0,62}([@:/]v[1-9][0-9]{0,8})?$"
+MAX_BATCH_TEXTS = 64
+
+
+def _encodable(text: str) -> str:
+    """JSON can carry lone surrogates (`"\\ud800"`), which no tokenizer or log can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text is not valid Unicode (a lone surrogate)") from exc
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
+class ExtractRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: Text = Field(description="The complaint text.")
+    adapter: str | None = Field(
+        None,
+        pattern=ADAPTER_REF,
+        description="`name` (its promoted version) or `name@v3`; default: the default adapter.",
+    )
+
+
+class ExtractBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[Text] = Field(min_length=1, max_length=MAX_BATCH_TEXTS)
+    adapter: str | None = Field(None, pattern=ADAPTER_REF)
+
+
+class ExtractResponse(BaseModel):
+    fields: dict[str, Any] = Field(
+        description="Every schema field; null when the text does not give it."
+    )
+    grounded: dict[str, bool | None] = Field(
+        description="Per field: the model's value occurs in the text (false: it did not and was "
+        "replaced by null; null: the model gave no value)."
+    )
+    adapter: str = Field(description="The adapter version that answered, `name@version`.")
+    valid_json: bool = Field(description="The model's whole answer was schema-valid JSON.")
+    truncated: bool = Field(description="The token budget cut the answer; its whole fields kept.")
+    latency_ms: float
+
+
+class ExtractBatchResponse(BaseModel):
+    results: list[ExtractResponse]
+    latency_ms: float
+
+
+class AdapterPublic(BaseModel):
+    name: str
+    version: str
+    reference: str
+    engine_name: str = Field(description="The immutable name vLLM serves this version under.")
+    promoted: bool = Field(description="The alias of `name` points at this version.")
+    default: bool = Field(description="Requests without `adapter` go to this version.")
+    loaded_at: datetime
+    in_flight: int
+
+
+class AdapterList(BaseModel):
+    adapters: list[AdapterPublic]
+
+
+class BatchJobPublic(BaseModel):
+    job_id: str
+    state: JobState
+    updated_at: datetime
+    request: dict[str, Any]
+    progress: dict[str, Any]
+    output: str | None = Field(None, description="Store key of output.jsonl once ready.")
+    manifest: dict[str, Any] | None = None
+    error: str | None = None
+    error_code: str | None = None
