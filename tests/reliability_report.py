@@ -5,7 +5,6 @@ docs/reliability.md (generated, never edited by hand)."""
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
