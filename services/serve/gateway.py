@@ -29,6 +29,7 @@ from services.serve.engine_client import (
 )
 from services.serve.extraction import Extraction, Prompter, check_grounding, parse_answer
 from services.serve.lifecycle import AdapterManager, ServedAdapter, version_key
+from shared.adapters import read_alias
 from shared.errors import (
     InvalidInputError,
     OverloadedError,
@@ -435,6 +436,15 @@ class Gateway:
         manager = self._manager()
         listed = [n.strip() for n in self.settings.serve_adapters.split(",") if n.strip()]
         if listed and name not in listed:
+            return
+        # The event only says "look again": the store this gateway serves from says which version
+        # is promoted (events of another deployment sharing the Redis server may reach us too).
+        alias = await asyncio.to_thread(read_alias, self.store, name)
+        if alias is None or alias["version"] != version:
+            log.info(
+                "promotion event does not match this store's alias; ignored",
+                extra={"adapter": name, "version": version},
+            )
             return
         manager.refused.discard(version_key(name, version))
         try:
