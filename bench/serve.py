@@ -74,6 +74,7 @@ from bench.serve_support import (
     train_gemma_adapters,
     train_tiny_adapters,
 )
+from services.serve.engine import engine_command
 from services.serve.engine_client import EngineClient
 from shared.chat import encode_prompt
 from shared.models import ResolvedModel, load_tokenizer, resolve_base_model
@@ -188,6 +189,7 @@ class Bench:
         self.rows: list[Row] = []
         self.notes: list[str] = []
         os.environ["TIQU_REDIS_URL"] = args.redis_url  # registrations publish events there
+        os.environ.setdefault("TIQU_ENGINE_KV_CACHE_GIB", "1")
         get_settings.cache_clear()
         self.settings = Settings()
 
@@ -247,7 +249,8 @@ class Bench:
                 TIQU_ADAPTER_NAME=ADAPTERS[0],
                 TIQU_SERVE_ADAPTERS=",".join(ADAPTERS),
                 TIQU_SERVE_TIMEOUT_S=str(args.timeout_s),
-                TIQU_ENGINE_KV_CACHE_GIB="1",
+                TIQU_ENGINE_KV_CACHE_GIB=str(self.settings.engine_kv_cache_gib),
+                TIQU_ENGINE_CPU_THREADS_BIND=self.settings.engine_cpu_threads_bind,
                 TIQU_BATCH_CONCURRENCY=str(args.concurrency),
                 TIQU_API_KEYS="",
                 TIQU_GATEWAY_API_KEY="",
@@ -698,7 +701,8 @@ class Bench:
         console.print(
             f"serving settings: max_new_tokens {s.serve_max_new_tokens}, max_model_len "
             f"{s.engine_max_model_len}, max_num_seqs {s.engine_max_num_seqs}, max_loras "
-            f"{s.engine_max_loras}, KV cache {s.engine_kv_cache_gib:g} GiB, batch chunk "
+            f"{s.engine_max_loras}, KV cache {s.engine_kv_cache_gib:g} GiB, vLLM CPU threads on "
+            f"{engine_command(s, base).env.get('VLLM_CPU_OMP_THREADS_BIND', '-')}, batch chunk "
             f"{s.batch_chunk_rows} rows, batch concurrency {self.args.concurrency}, "
             f"timeout {self.args.timeout_s:g} s"
         )

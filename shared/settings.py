@@ -262,6 +262,13 @@ class Settings(BaseSettings):
         description="`--gpu-memory-utilization`: share of GPU memory (on CPU: of one NUMA "
         "node's memory) vLLM may use for weights and KV cache.",
     )
+    engine_cpu_threads_bind: str = Field(
+        "",
+        description="vLLM's CPU build: the cores its model threads run on "
+        "(`VLLM_CPU_OMP_THREADS_BIND`: `auto`, `nobind` or a list such as `0-3`). Empty: every "
+        "usable core on machines with 2 cores or fewer (vLLM's `auto` keeps one core for its "
+        "scheduler, half of such a machine), `auto` on larger ones.",
+    )
     engine_kv_cache_gib: float = Field(
         0.0,
         ge=0,

@@ -85,6 +85,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory, serve_model: Path) -> Itera
         # The tiny model needs a few MB of KV cache; a share of the memory would depend on the
         # machine (and fail where vLLM's own process already holds more than that share).
         TIQU_ENGINE_KV_CACHE_GIB="0.25",
+        # vLLM's own binding: one core stays free for the gateway and the tests' clients.
+        TIQU_ENGINE_CPU_THREADS_BIND="auto",
         PYTHONUNBUFFERED="1",
     )
     process = start_process([TIQU, "serve", "engine"], root / "engine.log", env)

@@ -404,7 +404,7 @@ def test_vllm_runs_with_the_flags_of_tiqu_serve_engine() -> None:
         eos_token="<end_of_turn>",
         eos_token_id=106,
     )
-    expected = engine_command(settings, model, python="python3")
+    expected = engine_command(settings, model, python="python3", hardware="gpu")
     assert expected.argv[1:3] == command[2:4]
     assert engine_flags(command) == engine_flags(expected.argv)
     assert environment(SERVICES["vllm"]).items() >= expected.env.items()

@@ -360,7 +360,7 @@ def test_vllm_runs_with_the_flags_of_tiqu_serve_engine() -> None:
         eos_token="<end_of_turn>",
         eos_token_id=106,
     )
-    expected = engine_command(settings, model, python="python3")
+    expected = engine_command(settings, model, python="python3", hardware="gpu")
     assert argv[:3] == expected.argv[:3]
     assert engine_flags(argv) == engine_flags(expected.argv)
     env = {item["name"]: item["value"] for item in container["env"]}

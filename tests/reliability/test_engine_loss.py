@@ -48,6 +48,8 @@ def start_engine(serve_model: Path, cache: Path, port: int, log: Path) -> Servic
         # The tiny model needs a few MB of KV cache; a share of the memory would depend on the
         # machine (and fail where vLLM's own process already holds more than that share).
         TIQU_ENGINE_KV_CACHE_GIB="0.25",
+        # vLLM's own binding: one core stays free for the gateway and the tests' clients.
+        TIQU_ENGINE_CPU_THREADS_BIND="auto",
         PYTHONUNBUFFERED="1",
     )
     return start_process([TIQU, "serve", "engine"], log, env)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.serve.engine import engine_command
+from services.serve.engine import cpu_threads_bind, engine_command, usable_cores
 from services.serve.extraction import (
     Answer,
     Prompter,
@@ -119,7 +120,7 @@ def test_the_engine_command_enables_runtime_multi_lora(tmp_path: Path) -> None:
         engine_port=8123, engine_max_loras=3, serve_max_lora_rank=12, engine_extra_args="--seed 1"
     )
     model = ResolvedModel(tmp_path, "m", "0" * 64, "0" * 64, "<|im_end|>", 1)
-    command = engine_command(settings, model, python="python")
+    command = engine_command(settings, model, python="python", hardware="gpu")
     argv = command.argv
     assert argv[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
     assert argv[argv.index("--model") + 1] == str(tmp_path)
@@ -132,6 +133,26 @@ def test_the_engine_command_enables_runtime_multi_lora(tmp_path: Path) -> None:
     assert command.env == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
     assert argv[argv.index("--gpu-memory-utilization") + 1] == "0.3"
     assert "--kv-cache-memory-bytes" not in argv
+
+
+def test_vllm_on_cpu_gets_every_core_of_a_small_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = ResolvedModel(tmp_path, "m", "0" * 64, "0" * 64, "<|im_end|>", 1)
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    command = engine_command(Settings(), model, python="python", hardware="cpu")
+    assert command.env["VLLM_CPU_OMP_THREADS_BIND"] == cpu_threads_bind(Settings(), usable_cores())
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in engine_command(Settings(), model, hardware="gpu").env
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # vLLM's variable, set by hand
+    command = engine_command(Settings(), model, python="python", hardware="cpu")
+    assert command.env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+    chosen = Settings(engine_cpu_threads_bind="1")  # the setting wins over it
+    assert engine_command(chosen, model, hardware="cpu").env["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+    assert cpu_threads_bind(Settings(), [0, 1]) == "0,1"
+    assert cpu_threads_bind(Settings(), [3]) == "3"
+    assert cpu_threads_bind(Settings(), list(range(8))) == "auto"  # one core for the scheduler
+    chosen = Settings(engine_cpu_threads_bind="2-5")
+    assert cpu_threads_bind(chosen, [0, 1]) == "2-5"
 
 
 def test_a_fixed_kv_cache_size_replaces_the_memory_share(tmp_path: Path) -> None:
