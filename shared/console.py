@@ -32,7 +32,9 @@ PIPED_WIDTH = 120
 def _console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     piped = not stream.isatty() and "COLUMNS" not in os.environ
-    return Console(stderr=stderr, width=PIPED_WIDTH if piped else None)
+    # Lines of text are never broken by rich (store paths and ids stay whole to copy or grep);
+    # tables are laid out to the width.
+    return Console(stderr=stderr, width=PIPED_WIDTH if piped else None, soft_wrap=True)
 
 
 console = _console()

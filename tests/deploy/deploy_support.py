@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from pydantic import SecretStr
 
+from services.serve.engine import EngineCommand, engine_command
+from shared.models import ResolvedModel
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,6 +193,19 @@ def command_option(argv: list[str], option: str) -> str | None:
     if option in argv:
         return argv[argv.index(option) + 1]
     return None
+
+
+def gpu_engine_command(settings: Settings, argv: list[str]) -> EngineCommand:
+    """What `tiqu serve engine` runs on a GPU node for the model folder that `argv` serves."""
+    model = ResolvedModel(
+        path=Path(command_option(argv, "--model") or ""),
+        model_id="gemma-3-270m",
+        weights_sha256="",
+        chat_template_sha256="",
+        eos_token="<end_of_turn>",
+        eos_token_id=106,
+    )
+    return engine_command(settings, model, python="python3", hardware="gpu")
 
 
 def tiqu_argv(command: str) -> list[str] | None:

@@ -28,6 +28,7 @@ from tests.deploy.deploy_support import (
     Tagged,
     command_option,
     default_of,
+    gpu_engine_command,
     interpolate,
     interpolations,
     load_compose,
@@ -390,21 +391,11 @@ def engine_flags(argv: list[str]) -> dict[str, str | None]:
 
 
 def test_vllm_runs_with_the_flags_of_tiqu_serve_engine() -> None:
-    from services.serve.engine import engine_command
-    from shared.models import ResolvedModel
 
     command = shlex.split(interpolate(SERVICES["vllm"]["command"][0], FILLED_ENV))
     assert command[:4] == ["exec", "python3", "-m", "vllm.entrypoints.openai.api_server"]
     settings = Settings.model_validate({"engine_host": "0.0.0.0", "engine_port": 8000})
-    model = ResolvedModel(
-        path=Path(command_option(command, "--model")),
-        model_id="gemma-3-270m",
-        weights_sha256="",
-        chat_template_sha256="",
-        eos_token="<end_of_turn>",
-        eos_token_id=106,
-    )
-    expected = engine_command(settings, model, python="python3", hardware="gpu")
+    expected = gpu_engine_command(settings, command)
     assert expected.argv[1:3] == command[2:4]
     assert engine_flags(command) == engine_flags(expected.argv)
     assert environment(SERVICES["vllm"]).items() >= expected.env.items()

@@ -26,6 +26,7 @@ from tests.deploy.deploy_support import (
     SECRET_NAMES,
     SETTING_NAMES,
     command_option,
+    gpu_engine_command,
     load_script,
     load_yaml_docs,
     parse_cli,
@@ -338,8 +339,6 @@ def test_vllm_and_training_run_on_the_gpu_pool() -> None:
 
 
 def test_vllm_runs_with_the_flags_of_tiqu_serve_engine() -> None:
-    from services.serve.engine import engine_command
-    from shared.models import ResolvedModel
     from tests.deploy.test_compose import engine_flags
 
     (container,) = containers(of_kind("Deployment")["vllm"], init=False)
@@ -352,15 +351,7 @@ def test_vllm_runs_with_the_flags_of_tiqu_serve_engine() -> None:
             "engine_port": port,
         }
     )
-    model = ResolvedModel(
-        path=Path(command_option(argv, "--model")),
-        model_id="gemma-3-270m",
-        weights_sha256="",
-        chat_template_sha256="",
-        eos_token="<end_of_turn>",
-        eos_token_id=106,
-    )
-    expected = engine_command(settings, model, python="python3", hardware="gpu")
+    expected = gpu_engine_command(settings, argv)
     assert argv[:3] == expected.argv[:3]
     assert engine_flags(argv) == engine_flags(expected.argv)
     env = {item["name"]: item["value"] for item in container["env"]}
