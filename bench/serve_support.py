@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.ingest.cleaning import clean_text
-from shared.json_scan import json_characters
+from shared.json_scan import matching_end
 from shared.models import ResolvedModel
 from shared.prompts import student_target
 from shared.samples import FIELDS, generate_complaints
@@ -165,17 +165,7 @@ def train_gemma_adapters(
 
 def json_closed(text: str) -> bool:
     """`text` holds a whole top-level JSON object (strings and escapes respected)."""
-    depth = 0
-    for _, char, structural in json_characters(text):
-        if not structural:
-            continue
-        if char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return True
-    return False
+    return matching_end(text) is not None
 
 
 @dataclass

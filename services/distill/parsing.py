@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from shared.json_scan import json_characters
+from shared.json_scan import json_characters, matching_end
 
 __all__ = ["AnswerParseError", "parse_teacher_json", "parse_teacher_list"]
 
@@ -147,7 +147,7 @@ def _scan(text: str, *, want: type, prefer_last: bool) -> _ScanResult:
         if start < 0:
             break
         tried += 1
-        end = _matching_end(text, start)
+        end = matching_end(text, start)
         if end is None:
             # The text ends inside this value: anything later is nested in it, not an answer.
             result.truncated = True
@@ -188,24 +188,6 @@ def _accept(value: Any, want: type, result: _ScanResult) -> Any:
 def _next_opening(text: str, position: int) -> int:
     match = _OPENING.search(text, position)
     return match.start() if match else -1
-
-
-def _matching_end(text: str, start: int) -> int | None:
-    """Index after the bracket closing the one at `start`, or None if the text ends first.
-
-    A mismatched closer ends the candidate early and the decoder then rejects it.
-    """
-    depth = 0
-    for index, char, structural in json_characters(text, start):
-        if not structural:
-            continue
-        if char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return index + 1
-    return None
 
 
 def _decode(candidate: str) -> Any:
