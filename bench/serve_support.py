@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.ingest.cleaning import clean_text
+from shared.cleaning import clean_text
 from shared.json_scan import matching_end
 from shared.models import ResolvedModel
 from shared.prompts import student_target

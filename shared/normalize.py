@@ -5,8 +5,9 @@ these rules, so "the same phone number" or "found in the text" means one thing e
 
 - `text`: NFKC, invisible format characters and all whitespace removed, case folded;
 - `email`: the same, lower-cased;
-- `phone`: NFKC, digits and `*` masks only, a leading `+` kept (`+86 138-0013-8000` and
-  `+8613800138000` are equal).
+- `phone`: NFKC, Chinese numerals read as digits (一三八 = 138, 幺 = 1, 两 = 2), digits and `*`
+  masks only, a leading `+` kept, the Chinese prefix (+86, 0086) dropped (`+86 138-0013-8000`,
+  `+8613800138000` and `13800138000` are equal).
 
 `is_grounded` checks that a value occurs in a text (a phone number must be a whole written number,
 or whole groups of one, never a few digits from inside it); `coverage` measures how much of a
@@ -32,6 +33,8 @@ _INVISIBLE = re.compile(
     r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\U000e0000-\U000e007f]"
 )
 _NOT_PHONE = re.compile(r"[^0-9*+]")
+# Numerals people spell phone numbers with; one character each, so positions do not move.
+CHINESE_DIGITS = str.maketrans("零〇一二三四五六七八九幺两", "0012345678912")
 # A written number: digits and `*` masks, possibly split by what people put inside phone numbers
 # ("138 0013 8000", "010-8888 6666", "+86)138…").
 _NUMBER_RUN = re.compile(r"\+?[0-9*](?:[\s\-‐‑‒–—()]*[0-9*])*")
@@ -50,7 +53,7 @@ def _folded(text: str) -> str:
 
 
 def _phone_digits(value: str) -> str:
-    digits = _NOT_PHONE.sub("", unicodedata.normalize("NFKC", value))
+    digits = _NOT_PHONE.sub("", unicodedata.normalize("NFKC", value).translate(CHINESE_DIGITS))
     core = digits.replace("+", "")
     return "+" + core if digits.startswith("+") and core else core
 
@@ -60,7 +63,8 @@ def normalize_value(value: str | None, kind: Normalization) -> str | None:
     if value is None:
         return None
     if kind == "phone":
-        return _phone_digits(value)
+        # A Chinese number is the same with or without its country prefix.
+        return _COUNTRY_PREFIX.sub("", _phone_digits(value))
     # E-mail addresses and texts fold the same way; casefold only differs from lower() for a few
     # non-ASCII letters that cannot occur in an address.
     return _folded(value)
@@ -72,38 +76,70 @@ def _text_haystack(text: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def _number_runs(text: str) -> tuple[tuple[str, frozenset[int]], ...]:
-    """Each written number of the text as (digits, positions where a separator or end falls)."""
-    nfkc = unicodedata.normalize("NFKC", _strip_invisible(text))
+def _number_runs(text: str) -> tuple[tuple[str, frozenset[int], tuple[int, ...]], ...]:
+    """Each written number of the text as (digits, positions where a separator or end falls,
+    each digit's index in the text). Indexes are exact for a cleaned text (NFKC, no invisible
+    characters), which the offsets of spans need."""
+    nfkc = unicodedata.normalize("NFKC", _strip_invisible(text)).translate(CHINESE_DIGITS)
     runs = []
     for match in _NUMBER_RUN.finditer(nfkc):
         digits: list[str] = []
+        positions: list[int] = []
         cuts = {0}
-        for ch in match.group():
+        for index, ch in enumerate(match.group(), start=match.start()):
             if ch in _PHONE_CHARS:
                 digits.append(ch)
+                positions.append(index)
             else:
                 cuts.add(len(digits))
         cuts.add(len(digits))
-        runs.append(("".join(digits), frozenset(cuts)))
+        runs.append(("".join(digits), frozenset(cuts), tuple(positions)))
     return tuple(runs)
 
 
-def _phone_in(core: str, digits: str, cuts: frozenset[int]) -> bool:
-    """Whether `core` occurs in a number run as a whole number or whole separated groups."""
+def _phone_at(needle: str, digits: str, cuts: frozenset[int]) -> tuple[int, int] | None:
+    """Where a phone occurs in a number run as a whole number or whole separated groups, as a
+    range of the run's digits (a country prefix written on both sides included)."""
+    core = _COUNTRY_PREFIX.sub("", needle)
     start = digits.find(core)
     while start >= 0:
-        if start + len(core) in cuts and (
-            start in cuts
+        end = start + len(core)
+        if end in cuts:
+            if start in cuts:
+                prefixed = [p for p in _COUNTRY_PREFIXES if digits.startswith(p, start - len(p))]
+                # Keep the prefix in the span when the value carries one too.
+                if core != needle and prefixed and start - len(prefixed[0]) in cuts:
+                    return start - len(prefixed[0]), end
+                return start, end
             # The run may carry a country prefix that the value leaves out.
-            or any(
-                start - len(prefix) in cuts and digits.startswith(prefix, start - len(prefix))
-                for prefix in _COUNTRY_PREFIXES
-            )
-        ):
-            return True
+            for prefix in _COUNTRY_PREFIXES:
+                if start - len(prefix) in cuts and digits.startswith(prefix, start - len(prefix)):
+                    return (start - len(prefix) if core != needle else start), end
         start = digits.find(core, start + 1)
-    return False
+    return None
+
+
+def phone_span(value: str, text: str) -> tuple[int, int] | None:
+    """Character offsets in a cleaned `text` of the written number `value` stands for, or None.
+
+    The same rule as `is_grounded` ("0013 8000" of "138 0013 8000" counts; "8001380" does not).
+    """
+    needle = normalize_value(value, "phone")
+    if not needle or not any(ch.isdigit() for ch in needle):
+        return None
+    for digits, cuts, positions in _number_runs(text):
+        found = _phone_at(needle, digits, cuts)
+        if found:
+            start, end = positions[found[0]], positions[found[1] - 1] + 1
+            # A run starts at a digit; "(138) 0013-8000" keeps its opening bracket.
+            if (
+                start
+                and text[start - 1] == "("
+                and text[start:end].count(")") > text[start:end].count("(")
+            ):
+                start -= 1
+            return start, end
+    return None
 
 
 def is_grounded(value: str, text: str, kind: Normalization) -> bool:
@@ -114,15 +150,10 @@ def is_grounded(value: str, text: str, kind: Normalization) -> bool:
     E-mails and texts are plain substrings: exports glue fields together ("…237leixiang@…"),
     so the characters around a value say nothing.
     """
-    needle = normalize_value(value, kind)
-    if not needle:
-        return False
     if kind == "phone":
-        if not any(ch.isdigit() for ch in needle):
-            return False
-        core = _COUNTRY_PREFIX.sub("", needle)
-        return any(_phone_in(core, digits, cuts) for digits, cuts in _number_runs(text))
-    return needle in _text_haystack(text)
+        return phone_span(value, text) is not None
+    needle = normalize_value(value, kind)
+    return bool(needle) and needle in _text_haystack(text)
 
 
 def coverage(value: str, text: str) -> float:

@@ -26,13 +26,27 @@ Grounding = Literal["exact", "coverage", "none"]
 Normalization = Literal["phone", "email", "text"]
 
 
-def _nullable_string(description: str, grounding: Grounding, normalize: Normalization) -> dict:
-    return {
-        "type": ["string", "null"],
-        "description": description,
-        "x-tiqu-grounding": grounding,
-        "x-tiqu-normalize": normalize,
-    }
+# Digits as people write them in a phone number: ASCII (served text is NFKC-cleaned first) and
+# Chinese numerals ("一三八…", "幺" for 1, "两" for 2).
+_PHONE_DIGIT = "0-9零〇一二三四五六七八九幺两*"
+# A phone as written: an optional +, then digits, masks (*), brackets, dashes, spaces and an
+# extension mark (转) between a first and a last digit; at least 5 characters (95588).
+PHONE_PATTERN = rf"^\+?[{_PHONE_DIGIT}(（][{_PHONE_DIGIT}()（）+\- 转]{{3,30}}[{_PHONE_DIGIT}]$"
+EMAIL_PATTERN = r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+$"
+
+
+def _nullable_string(
+    description: str,
+    grounding: Grounding,
+    normalize: Normalization,
+    pattern: str | None = None,
+) -> dict:
+    prop: dict[str, Any] = {"type": ["string", "null"], "description": description}
+    if pattern:
+        # Enforced three times: by the constrained decoder (xgrammar supports `pattern`), by
+        # label validation in distillation, and when scoring.
+        prop["pattern"] = pattern
+    return prop | {"x-tiqu-grounding": grounding, "x-tiqu-normalize": normalize}
 
 
 DEFAULT_SCHEMA: dict[str, Any] = {
@@ -48,8 +62,11 @@ DEFAULT_SCHEMA: dict[str, Any] = {
             "投诉人本人的联系电话，按原文写法（可含 +86、区号、*号掩码）；没有则为 null。",
             "exact",
             "phone",
+            PHONE_PATTERN,
         ),
-        "email": _nullable_string("投诉人的电子邮箱；没有则为 null。", "exact", "email"),
+        "email": _nullable_string(
+            "投诉人的电子邮箱（含 @）；没有则为 null。", "exact", "email", EMAIL_PATTERN
+        ),
         "address": _nullable_string("投诉人的地址，按原文写法；没有则为 null。", "exact", "text"),
         "question": _nullable_string(
             "投诉的具体问题，取原文中描述问题的句子，不含联系方式。", "coverage", "text"
@@ -120,6 +137,10 @@ class ExtractionSchema:
             f"{'/'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
             for error in sorted(self._validator.iter_errors(value), key=lambda e: list(e.path))
         ]
+
+    def value_fits(self, name: str, value: Any) -> bool:
+        """Whether `value` is allowed for field `name` (its type and pattern), alone."""
+        return not self.errors({**self.empty(), name: value})
 
     def decoding_schema(self) -> dict[str, Any]:
         """The schema without tiqu's own keywords, as constrained decoders expect it."""

@@ -46,14 +46,14 @@ from services.distill.teacher import (
     TeacherFatalError,
 )
 from services.distill.verify import RejectReason, TeacherAnswer, Verdict, judge
-from services.ingest.cleaning import clean_texts, reject_reasons
-from services.ingest.dedup import (
+from services.ingest.pipeline import load_manifest
+from shared.cleaning import clean_texts, reject_reasons
+from shared.dedup import (
     dedup_keys,
     find_exact_duplicates,
     find_near_duplicates,
     minhash_signatures,
 )
-from services.ingest.pipeline import load_manifest
 from shared.errors import InvalidInputError, NotFoundError
 from shared.prompts import student_instruction, student_messages, student_target
 from shared.schema import ExtractionSchema, get_schema

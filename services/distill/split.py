@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from services.ingest.dedup import EMPTY_BIN, dedup_keys, estimated_jaccard, minhash_signatures
+from shared.dedup import EMPTY_BIN, dedup_keys, estimated_jaccard, minhash_signatures
 from shared.errors import InvalidInputError
 
 SPLITS = ("train", "val", "test")

@@ -58,8 +58,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from services.distill.teacher import estimate_prompt_tokens, estimate_tokens
-from services.ingest.cleaning import clean_text, clean_texts
 from shared.api import create_app
+from shared.cleaning import clean_text, clean_texts
 from shared.samples import FIELDS, generate_complaints, labels_path_for
 
 __all__ = [

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from services.ingest.cleaning import RejectReason, clean_texts, reject_reasons
-from services.ingest.dedup import (
+from shared.cleaning import RejectReason, clean_texts, reject_reasons
+from shared.dedup import (
     dedup_keys,
     find_exact_duplicates,
     find_near_duplicates,

@@ -39,6 +39,7 @@ from services.serve.protocol import (
     ExtractBatchResponse,
     ExtractRequest,
     ExtractResponse,
+    FieldSpan,
 )
 from services.serve.tasks import batch_run
 from shared.api import DEFAULT_MAX_BODY_BYTES, create_app
@@ -106,6 +107,10 @@ def _response(result: Result, started: float) -> ExtractResponse:
     return ExtractResponse(
         fields=extraction.fields,
         grounded=extraction.grounded,
+        spans={
+            name: None if span is None else FieldSpan(**span.as_dict())
+            for name, span in extraction.spans.items()
+        },
         adapter=result.adapter,
         valid_json=extraction.valid_json,
         truncated=extraction.truncated,

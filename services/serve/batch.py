@@ -156,6 +156,7 @@ def output_line(row: int, row_id: str | None, result: RowResult) -> dict[str, An
         "id": row_id,
         "fields": answer.get("fields"),
         "grounded": answer.get("grounded"),
+        "spans": answer.get("spans"),
         "adapter": answer.get("adapter"),
         "error": None
         if result.error is None

@@ -1,10 +1,13 @@
 """Turning a complaint into a prompt and a model answer into checked fields (pure, no I/O).
 
-The prompt is the training prompt, byte for byte: the shared `student_messages` rendered by the
-shared chat function into token ids. The answer, constrained by the engine, is parsed and
-validated again here; an answer cut off by the token budget keeps the fields it completed. Each
-value is checked against the text with the shared grounding rules, and a value that does not
-occur in the text is not returned (a small model that copies must never invent).
+The model reads the complaint cleaned exactly as ingest cleaned its training data
+(`shared.cleaning`). The prompt is the training prompt, byte for byte: the shared
+`student_messages` rendered by the shared chat function into token ids. The answer, constrained
+by the engine to the schema's types and formats, is parsed and validated again here; an answer cut
+off by the token budget keeps the fields it completed. Each value is checked against the cleaned
+text with the shared grounding rules and located in the client's original text (`shared.spans`);
+a value that does not occur in the text is not returned (a small model that copies must never
+invent).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.chat import encode_prompt
+from shared.cleaning import CleanedText
 from shared.json_scan import json_characters
 from shared.normalize import field_grounded
 from shared.prompts import student_messages
 from shared.schema import ExtractionSchema
+from shared.spans import NOT_FOUND, Span, locate
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -50,6 +55,8 @@ class Extraction:
     fields: dict[str, Any]
     # Per field: the model's value occurs in the text (None: the model gave no value).
     grounded: dict[str, bool | None]
+    # Per field: where the value sits in the original text (None: the model gave no value).
+    spans: dict[str, Span | None]
     valid_json: bool
     truncated: bool
 
@@ -67,7 +74,7 @@ def parse_answer(text: str, schema: ExtractionSchema, *, truncated: bool) -> Ans
     partial = value if isinstance(value, dict) else completed_members(text)
     fields = schema.empty()
     for name in schema.field_names:
-        if name in partial and not schema.errors({**schema.empty(), name: partial[name]}):
+        if name in partial and schema.value_fits(name, partial[name]):
             fields[name] = partial[name]
     return Answer(fields=fields, valid_json=False, truncated=truncated)
 
@@ -98,18 +105,33 @@ def completed_members(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def check_grounding(answer: Answer, text: str, schema: ExtractionSchema) -> Extraction:
-    """Keep the values that pass their field's grounding rule against `text`; null the others."""
+def check_grounding(
+    answer: Answer, original: str, cleaned: CleanedText, schema: ExtractionSchema
+) -> Extraction:
+    """Keep the values that pass their field's grounding rule against the cleaned text, with
+    their spans in `original`; null the others (their span `not_found`)."""
     fields: dict[str, Any] = {}
     grounded: dict[str, bool | None] = {}
+    spans: dict[str, Span | None] = {}
     for spec in schema.fields:
         value = answer.fields.get(spec.name)
         if value is None:
-            fields[spec.name], grounded[spec.name] = None, None
+            fields[spec.name], grounded[spec.name], spans[spec.name] = None, None, None
             continue
-        ok = not isinstance(value, str) or field_grounded(spec, value, text)
+        span = None
+        if isinstance(value, str):
+            ok = field_grounded(spec, value, cleaned.text)
+            span = locate(value, spec, original, cleaned) if ok else NOT_FOUND
+            ok = span.status != "not_found"
+        else:
+            ok = True
         fields[spec.name] = value if ok else None
         grounded[spec.name] = ok
+        spans[spec.name] = span
     return Extraction(
-        fields=fields, grounded=grounded, valid_json=answer.valid_json, truncated=answer.truncated
+        fields=fields,
+        grounded=grounded,
+        spans=spans,
+        valid_json=answer.valid_json,
+        truncated=answer.truncated,
     )

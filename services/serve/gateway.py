@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from services.serve.engine_client import (
 from services.serve.extraction import Extraction, Prompter, check_grounding, parse_answer
 from services.serve.lifecycle import AdapterManager, ServedAdapter, version_key
 from shared.adapters import read_alias
+from shared.cleaning import clean_with_offsets
 from shared.errors import (
     InvalidInputError,
     OverloadedError,
@@ -80,6 +83,10 @@ FIELD_OUTCOMES = Counter(
 # A schema no model would meet by chance: if the engine honours constraints, the answer is this.
 CONSTRAINT_PROBE_VALUE = "tiqu-constraint-probe-7f3a"
 CONSTRAINT_PROBE_SCHEMA = {"type": "string", "enum": [CONSTRAINT_PROBE_VALUE]}
+# The shape alone allows any string; only an engine that enforces `pattern` (the typed phone and
+# e-mail fields depend on it) answers one of this form.
+FORMAT_PROBE_PATTERN = r"^tiqu-[0-9]{3}-[a-z]{2}$"
+FORMAT_PROBE_SCHEMA = {"type": "string", "pattern": FORMAT_PROBE_PATTERN}
 PROBE_TEXT = (
     "我叫王小明，电话13800138000，邮箱wxm@example.com，住北京市朝阳区建国路1号。"
     "快递丢了，请尽快处理。"
@@ -231,6 +238,12 @@ class Gateway:
             )
         if not text.strip():
             raise InvalidInputError("text is empty", param="text")
+        if not clean_with_offsets(text).text:
+            raise InvalidInputError(
+                "text is empty once cleaned (only markup, invisible characters or blanks)",
+                param="text",
+                code="empty_after_cleaning",
+            )
 
     def admit(self, count: int) -> None:
         """Refuse work the engine cannot take now, instead of queueing it without bound."""
@@ -305,7 +318,8 @@ class Gateway:
         return result
 
     async def _run(self, served: ServedAdapter, text: str) -> Result:
-        prompt_ids = served.prompter.prompt_ids(text)
+        cleaned = clean_with_offsets(text)
+        prompt_ids = served.prompter.prompt_ids(cleaned.text)
         budget = self.settings.engine_max_model_len - len(prompt_ids)
         if budget < 16:
             raise PayloadTooLargeError(
@@ -323,7 +337,7 @@ class Gateway:
         answer = parse_answer(
             completion.text, served.schema, truncated=completion.finish_reason == "length"
         )
-        extraction = check_grounding(answer, text, served.schema)
+        extraction = check_grounding(answer, text, cleaned, served.schema)
         self._count(served, extraction, completion.seconds)
         return Result(
             adapter=served.reference,
@@ -349,18 +363,30 @@ class Gateway:
     # -- probes ----------------------------------------------------------------------------------
 
     async def _check_constraint(self) -> None:
-        """Fail readiness if the engine ignores the structured-output request field."""
+        """Fail readiness unless the engine enforces both the JSON shape and string formats."""
+        shape = await self._probe_completion(CONSTRAINT_PROBE_SCHEMA)
+        shape_enforced = shape.strip() == f'"{CONSTRAINT_PROBE_VALUE}"'
+        answer = await self._probe_completion(FORMAT_PROBE_SCHEMA)
+        try:
+            value = json.loads(answer)
+        except ValueError:
+            value = None
+        format_enforced = isinstance(value, str) and bool(re.match(FORMAT_PROBE_PATTERN, value))
+        if not shape_enforced:
+            log.error("the engine does not enforce structured output; refusing traffic")
+        elif not format_enforced:
+            log.error("the engine does not enforce string patterns; refusing traffic")
+        self.constraint_enforced = shape_enforced and format_enforced
+
+    async def _probe_completion(self, schema: dict[str, Any]) -> str:
         completion = await self.engine.complete(
             BASE_MODEL_NAME,
             self._probe_prompter.prompt_ids(PROBE_TEXT),
-            schema=CONSTRAINT_PROBE_SCHEMA,
+            schema=schema,
             max_tokens=32,
             stop_token_ids=self.stop_token_ids,
         )
-        enforced = completion.text.strip() == f'"{CONSTRAINT_PROBE_VALUE}"'
-        if not enforced:
-            log.error("the engine does not enforce structured output; refusing traffic")
-        self.constraint_enforced = enforced
+        return completion.text
 
     async def _probe_adapter(self, served: ServedAdapter) -> None:
         """One extraction through a freshly loaded version; it must come back as JSON."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -43,6 +43,16 @@ class ExtractBatchRequest(BaseModel):
     adapter: str | None = Field(None, pattern=ADAPTER_REF)
 
 
+class FieldSpan(BaseModel):
+    start: int | None = Field(description="Offset of its first character; null if not found.")
+    end: int | None = Field(description="Offset just past its last character; null if not found.")
+    status: Literal["exact", "normalized", "fuzzy", "not_found"] = Field(
+        description="`exact`: text[start:end] is the value; `normalized`: it is once cleaned "
+        "(full width, markup, phone separators); `fuzzy`: a free-text value mostly made of "
+        "text[start:end]; `not_found`: nowhere in the text, so the value was replaced by null."
+    )
+
+
 class ExtractResponse(BaseModel):
     fields: dict[str, Any] = Field(
         description="Every schema field; null when the text does not give it."
@@ -50,6 +60,11 @@ class ExtractResponse(BaseModel):
     grounded: dict[str, bool | None] = Field(
         description="Per field: the model's value occurs in the text (false: it did not and was "
         "replaced by null; null: the model gave no value)."
+    )
+    spans: dict[str, FieldSpan | None] = Field(
+        default_factory=dict,
+        description="Per field: where the value sits in the text as sent (character offsets, "
+        "end exclusive) and how it was found; null when the model gave no value.",
     )
     adapter: str = Field(description="The adapter version that answered, `name@version`.")
     valid_json: bool = Field(description="The model's whole answer was schema-valid JSON.")

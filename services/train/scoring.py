@@ -9,7 +9,10 @@ then predicted null). Per field, values are compared after the shared normalizat
   value an omission, two different values a wrong value;
 - precision = correct values / predicted values, recall = correct values / gold values;
 - similarity: character-level similarity of the normalized texts (1.0 when both are null),
-  which says how close a near-miss free-text field such as `question` came.
+  which says how close a near-miss free-text field such as `question` came, and the share of
+  rows at a similarity of at least 0.8 (`similar_rate`);
+- a value of the wrong type (an e-mail field holding a phone number) is a type error and never
+  matches, even where the gold label holds the same characters.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 from shared.normalize import normalize_value
 from shared.schema import ExtractionSchema, FieldSpec
 
+# Character similarity at which a free-text value counts as the same answer (`similar_rate`).
+SIMILAR = 0.8
 # Row ids kept per field for the rows it got wrong, to look them up (never their text).
 MISMATCH_IDS = 20
 
@@ -52,20 +57,32 @@ def _rate(numerator: int, denominator: int) -> float | None:
     return round(numerator / denominator, 4) if denominator else None
 
 
+# Stands for a value of the wrong type: it equals no gold value.
+_WRONG_TYPE = "\x00wrong-type"
+
+
 def _field_scores(
+    schema: ExtractionSchema,
     spec: FieldSpec,
     predictions: Sequence[dict[str, Any] | None],
     golds: Sequence[dict[str, Any]],
     ids: Sequence[str],
 ) -> tuple[dict[str, Any], list[bool]]:
     matches: list[bool] = []
-    correct = predicted = present = hallucinations = omissions = wrong = 0
+    correct = predicted = present = hallucinations = omissions = wrong = type_errors = 0
     similarity = 0.0
+    similar_rows = 0
     for prediction, gold in zip(predictions, golds, strict=True):
+        raw = None if prediction is None else prediction.get(spec.name)
         guess = normalize_value(_value(prediction, spec.name), spec.normalize)
+        if raw is not None and not schema.value_fits(spec.name, raw):
+            type_errors += 1
+            guess = _WRONG_TYPE
         truth = normalize_value(gold.get(spec.name), spec.normalize)
         matches.append(guess == truth)
-        similarity += _similarity(guess, truth)
+        row_similarity = _similarity(guess, truth)
+        similarity += row_similarity
+        similar_rows += row_similarity >= SIMILAR
         predicted += guess is not None
         present += truth is not None
         if guess is not None and truth is not None:
@@ -83,12 +100,14 @@ def _field_scores(
         # 2PR / (P + R) in counts: also defined (0) when nothing was predicted.
         "f1": _rate(2 * correct, predicted + present),
         "similarity": round(similarity / len(matches), 4) if matches else None,
+        "similar_rate": _rate(similar_rows, len(matches)),
         "correct": correct,
         "predicted": predicted,
         "gold": present,
         "hallucinations": hallucinations,
         "omissions": omissions,
         "wrong_values": wrong,
+        "type_errors": type_errors,
         "mismatch_ids": [i for i, m in zip(ids, matches, strict=True) if not m][:MISMATCH_IDS],
     }
     return scores, matches
@@ -106,7 +125,7 @@ def score(
     fields: dict[str, Any] = {}
     all_correct = [True] * len(answers)
     for spec in schema.fields:
-        fields[spec.name], matches = _field_scores(spec, predictions, golds, ids)
+        fields[spec.name], matches = _field_scores(schema, spec, predictions, golds, ids)
         all_correct = [a and m for a, m in zip(all_correct, matches, strict=True)]
     rows = len(answers)
     return {

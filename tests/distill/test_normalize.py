@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from services.ingest.cleaning import clean_texts
+from shared.cleaning import clean_texts
 from shared.normalize import coverage, field_grounded, is_grounded, normalize_value
 from shared.samples import FIELDS, generate_complaints
 from shared.schema import get_schema
@@ -19,7 +19,10 @@ TEXT = (
 @pytest.mark.parametrize(
     ("value", "kind", "expected"),
     [
-        ("+86 138-0013-8000", "phone", "+8613800138000"),
+        ("+86 138-0013-8000", "phone", "13800138000"),
+        ("0086 138 0013 8000", "phone", "13800138000"),
+        ("+852 9123 4567", "phone", "+85291234567"),
+        ("一三八 零零一三 八零零零", "phone", "13800138000"),
         ("（010）8888 6666", "phone", "01088886666"),
         ("１３８＊＊＊＊８０００", "phone", "138****8000"),
         ("电话：", "phone", ""),

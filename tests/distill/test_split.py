@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from services.distill.split import assign_splits, near_duplicate_groups, parse_split
-from services.ingest.dedup import dedup_keys, estimated_jaccard, minhash_signatures
+from shared.dedup import dedup_keys, estimated_jaccard, minhash_signatures
 from shared.errors import InvalidInputError
 from shared.samples import generate_complaints
 

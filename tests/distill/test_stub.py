@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from services.distill.parsing import AnswerParseError, parse_teacher_json, parse_teacher_list
 from services.distill.stub import LabelIndex, StubConfig, StubServer, load_labels
 from services.distill.stub_cli import register
-from services.ingest.cleaning import clean_text
+from shared.cleaning import clean_text
 from shared.samples import FIELDS, generate_complaints, write_export
 from shared.settings import get_settings
 from tests.support import free_port, start_process, wait_until

@@ -112,3 +112,16 @@ def test_questions_vote_by_overlap_not_exact_span() -> None:
     label, agreement = vote([GOOD, GOOD | {"question": "宽带断网一周没人修"}], 2, get_schema())
     assert agreement["question"] == 1.0
     assert label["question"] == GOOD["question"]
+
+
+@pytest.mark.parametrize(
+    ("field", "wrong_type"),
+    [("email", "13912345678"), ("phone", "lina@example.com"), ("phone", "李娜")],
+)
+def test_a_value_of_the_wrong_type_is_rejected_even_when_it_is_in_the_text(
+    field: str, wrong_type: str
+) -> None:
+    assert wrong_type in TEXT
+    verdict = verdict_of(answer(**{field: wrong_type}))
+    assert verdict.reason == RejectReason.SCHEMA
+    assert verdict.detail is not None and verdict.detail.startswith(field)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from services.serve.batch import chunk_key
+from shared.cleaning import clean_text
 from shared.jobs import job_lease_held
 from shared.store import Store
 from tests.engine_fixtures import API_KEY, auth
@@ -92,9 +93,16 @@ def test_a_killed_batch_worker_resumes_to_a_complete_ordered_output(
     assert [line["row"] for line in lines] == list(range(60))
     assert [line["id"] for line in lines] == frame["工单编号"].tolist()
     for line, text in zip(lines, frame["投诉内容"], strict=True):
-        if text:
+        if text and clean_text(text):
             assert line["error"] is None and line["adapter"] == "extractor@v1"
             assert set(line["fields"]) == {"name", "phone", "email", "address", "question"}
+            for name, value in line["fields"].items():
+                span = line["spans"][name]
+                if value is not None and span["status"] == "exact":
+                    # Offsets index the row's text as it was in the uploaded file.
+                    assert text[span["start"] : span["end"]] == value
+                elif value is not None:
+                    assert span["status"] in ("normalized", "fuzzy")
         else:
             assert line["error"]["type"] == "invalid_input"
     # Chunks finished before the kill were not recomputed.

@@ -19,10 +19,12 @@ from services.serve.extraction import (
     parse_answer,
 )
 from services.train.data import Example, encode_examples
+from shared.cleaning import clean_with_offsets
 from shared.models import ResolvedModel, load_tokenizer
 from shared.prompts import student_instruction, student_target
 from shared.schema import get_schema
 from shared.settings import Settings
+from shared.spans import NOT_FOUND, Span
 
 TEXT = "我叫张三，电话 138 0013 8000，邮箱 zs@example.com，住上海市浦东新区世纪大道1号。快递丢了。"
 
@@ -77,8 +79,8 @@ def test_a_cut_answer_keeps_the_fields_it_completed() -> None:
 def test_wrong_types_and_garbage_become_null() -> None:
     schema = get_schema()
     assert parse_answer("not json at all", schema, truncated=False).fields == schema.empty()
-    odd = parse_answer('{"name": 5, "phone": "1", "extra": 1}', schema, truncated=False)
-    assert odd.fields == {**schema.empty(), "phone": "1"} and not odd.valid_json
+    odd = parse_answer('{"name": 5, "phone": "13800138000", "extra": 1}', schema, truncated=False)
+    assert odd.fields == {**schema.empty(), "phone": "13800138000"} and not odd.valid_json
 
 
 @given(st.dictionaries(st.sampled_from(["name", "phone", "email"]), st.text(max_size=20)))
@@ -102,7 +104,7 @@ def test_values_absent_from_the_text_are_dropped_and_flagged() -> None:
         valid_json=True,
         truncated=False,
     )
-    extraction = check_grounding(answer, TEXT, schema)
+    extraction = check_grounding(answer, TEXT, clean_with_offsets(TEXT), schema)
     assert extraction.fields["name"] == "张三"
     assert extraction.fields["phone"] == "+86 13800138000"  # same number, other spelling
     assert extraction.fields["email"] is None
@@ -113,6 +115,147 @@ def test_values_absent_from_the_text_are_dropped_and_flagged() -> None:
         "address": None,
         "question": True,
     }
+    assert extraction.spans["email"] == NOT_FOUND
+    assert extraction.spans["address"] is None
+    name, phone = extraction.spans["name"], extraction.spans["phone"]
+    assert TEXT[name.start : name.end] == "张三" and name.status == "exact"
+    assert TEXT[phone.start : phone.end] == "138 0013 8000" and phone.status == "normalized"
+
+
+def answer_of(**fields: str | None) -> Answer:
+    return Answer(fields={**get_schema().empty(), **fields}, valid_json=True, truncated=False)
+
+
+def spans_of(original: str, **fields: str | None) -> dict[str, Span | None]:
+    return check_grounding(
+        answer_of(**fields), original, clean_with_offsets(original), get_schema()
+    ).spans
+
+
+# Every noise kind the sample generator makes, around and inside the values.
+NOISY = [
+    ("<p>我叫&nbsp;<b>李娜</b></p>", "李娜", "李娜"),
+    ("投诉人：张\u200b三，退款未到", "张三", "张\u200b三"),
+    ("电话：１３９ １２３４ ５６７８", "139 1234 5678", "１３９ １２３４ ５６７８"),
+    (
+        "邮箱 ｌｉｎａ＠ｅｘａｍｐｌｅ．ｃｏｍ 谢谢",
+        "lina@example.com",
+        "ｌｉｎａ＠ｅｘａｍｐｌｅ．ｃｏｍ",
+    ),
+    ("mail: zhАng.wei@163.com", "zhAng.wei@163.com", "zhАng.wei@163.com"),
+    (
+        "地址:  上海市\u3000浦东新区 世纪大道1号",
+        "上海市 浦东新区 世纪大道1号",
+        "上海市\u3000浦东新区 世纪大道1号",
+    ),
+    (
+        "我住在北京市朝阳区 &amp; 建国路1号😀",
+        "北京市朝阳区 & 建国路1号",
+        "北京市朝阳区 &amp; 建国路1号",
+    ),
+    (
+        "繁體：臺北市大安區忠孝東路四段1號",
+        "臺北市大安區忠孝東路四段1號",
+        "臺北市大安區忠孝東路四段1號",
+    ),
+    ("Tel:+86 138-0013-8000\r\n\r\n\r\n转达", "+86 138-0013-8000", "+86 138-0013-8000"),
+]
+
+
+@pytest.mark.parametrize(("original", "value", "source"), NOISY)
+def test_spans_point_into_the_original_text_through_every_noise(
+    original: str, value: str, source: str
+) -> None:
+    field = (
+        "phone"
+        if value[-1].isdigit() and "号" not in value
+        else "email"
+        if "@" in value
+        else "address"
+    )
+    span = spans_of(original, **{field: value})[field]
+    assert span is not None and span.start is not None
+    assert original[span.start : span.end] == source
+    assert span.status == ("exact" if source == value else "normalized")
+
+
+def test_a_phone_spelled_with_other_separators_maps_to_the_written_number() -> None:
+    original = "来电 +86 (138) 0013-8000 找我"
+    span = spans_of(original, phone="13800138000")["phone"]
+    assert span is not None
+    assert original[span.start : span.end] == "(138) 0013-8000"
+    assert span.status == "normalized"
+
+
+def test_a_phone_in_chinese_numerals_is_found_and_grounded() -> None:
+    original = "我的电话是一三八一二三四五六七八，快递丢了"
+    extraction = check_grounding(
+        answer_of(phone="一三八一二三四五六七八"),
+        original,
+        clean_with_offsets(original),
+        get_schema(),
+    )
+    span = extraction.spans["phone"]
+    assert extraction.grounded["phone"] is True
+    assert span is not None and original[span.start : span.end] == "一三八一二三四五六七八"
+
+
+def test_a_question_that_drops_an_inner_clause_is_a_fuzzy_span() -> None:
+    original = "您好，我的快递（电话13800138000）三天没更新了，请尽快处理。"
+    question = "我的快递三天没更新了，请尽快处理。"
+    span = spans_of(original, question=question)["question"]
+    assert span is not None and span.status == "fuzzy"
+    assert (
+        original[span.start : span.end] == "我的快递（电话13800138000）三天没更新了，请尽快处理。"
+    )
+
+
+def test_a_question_the_cleaning_folded_is_normalized() -> None:
+    original = "工单号 12。<br>快递丢了，请赔偿。"
+    span = spans_of(original, question="快递丢了,请赔偿。")["question"]
+    assert span is not None and span.status == "normalized"
+    assert original[span.start : span.end] == "快递丢了，请赔偿。"
+
+
+def test_a_digit_string_is_never_answered_as_an_email() -> None:
+    # The README's own example once answered email "13800138000", marked grounded.
+    answer = parse_answer(
+        json.dumps(
+            {
+                "name": "王芳",
+                "phone": "13800138000",
+                "email": "13800138000",
+                "address": None,
+                "question": "快递丢了",
+            },
+            ensure_ascii=False,
+        ),
+        get_schema(),
+        truncated=False,
+    )
+    assert answer.valid_json is False
+    assert answer.fields["email"] is None
+    assert answer.fields["phone"] == "13800138000"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fits"),
+    [
+        ("phone", "138 0013 8000", True),
+        ("phone", "+86 (010) 8888-6666转12", True),
+        ("phone", "138****5678", True),
+        ("phone", "一三八一二三四五六七八", True),
+        ("phone", "zs@example.com", False),
+        ("phone", "张三", False),
+        ("phone", "12", False),
+        ("email", "first.last+tag@mail.company.com.cn", True),
+        ("email", "13800138000", False),
+        ("email", "zs@", False),
+        ("email", "上海市@x.cn", False),
+    ],
+)
+def test_phone_and_email_values_are_typed(field: str, value: str, fits: bool) -> None:
+    assert get_schema().value_fits(field, value) is fits
 
 
 def test_the_engine_command_enables_runtime_multi_lora(tmp_path: Path) -> None:

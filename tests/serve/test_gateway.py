@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from shared import adapters
+from shared.cleaning import clean_text
 from shared.normalize import field_grounded
 from shared.queue import publish_event
 from shared.samples import generate_complaints
@@ -52,8 +53,18 @@ def test_every_answer_is_schema_valid_and_grounded(register, loras, start_gatewa
         for spec in schema.fields:
             value = body["fields"][spec.name]
             # Nothing absent from the text is ever returned, whatever the text asks for.
-            assert value is None or field_grounded(spec, value, text)
+            assert value is None or field_grounded(spec, value, clean_text(text))
             assert body["grounded"][spec.name] in (True, False, None)
+            span = body["spans"][spec.name]
+            if value is None:
+                # No value: no span, or the one the model gave was nowhere in the text.
+                assert span is None or span == {"start": None, "end": None, "status": "not_found"}
+            elif span["status"] == "exact":
+                assert text[span["start"] : span["end"]] == value
+            elif span["status"] == "normalized":
+                assert field_grounded(spec, value, clean_text(text[span["start"] : span["end"]]))
+            else:
+                assert span["status"] == "fuzzy" and spec.grounding == "coverage"
     batch = httpx.post(
         f"{gateway.url}/v1/extract/batch",
         json={"texts": INJECTIONS},
@@ -62,6 +73,12 @@ def test_every_answer_is_schema_valid_and_grounded(register, loras, start_gatewa
     )
     assert batch.status_code == 200
     assert [r["adapter"] for r in batch.json()["results"]] == ["extractor@v1"] * len(INJECTIONS)
+    emptied = extract(gateway.url, "<p>&nbsp;</p>\u200b<br/>")
+    assert emptied.status_code == 422, emptied.text
+    assert emptied.json()["error"]["code"] == "empty_after_cleaning"
+    ready = httpx.get(f"{gateway.url}/readyz", timeout=10).json()
+    # The start-up probe proved that the engine enforces string patterns, not only JSON shape.
+    assert ready["checks"]["structured_output"] == "ok", ready
     record(
         12,
         f"{len(texts)} complaints, {len(INJECTIONS)} of them injections (override instructions, "

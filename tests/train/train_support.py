@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.ingest.cleaning import clean_text
+from shared.cleaning import clean_text
 from shared.prompts import student_messages, student_target
 from shared.queue import EVENT_CHANNEL, redis_client, subscribe_events
 from shared.samples import FIELDS, generate_complaints

@@ -1,4 +1,4 @@
-"""Cleaning rules and rejection reasons of the ingest service."""
+"""Cleaning rules and rejection reasons, shared by ingest, distillation and serving."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.ingest.cleaning import RejectReason, clean_text, clean_texts, reject_reasons
+from shared.cleaning import (
+    RejectReason,
+    clean_text,
+    clean_texts,
+    clean_with_offsets,
+    reject_reasons,
+)
+from shared.samples import generate_complaints
 
 
 def reasons_of(texts: list[str], **limits: float) -> list[str | None]:
@@ -261,3 +268,89 @@ def test_reject_reasons_refuse_bad_limits() -> None:
         reasons_of(["x"], min_chars=10, max_chars=5)
     with pytest.raises(ValueError):
         reasons_of(["x"], min_text_ratio=1.5)
+
+
+# -- one text with offsets (what the gateway uses) -------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(MARKUP_HEAVY | st.text(), max_size=8))
+def test_offset_cleaning_gives_the_vectorized_text(texts: list[str]) -> None:
+    expected = clean_texts(pa.array(texts, type=pa.string())).to_pylist()
+    assert [clean_with_offsets(text).text for text in texts] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<p>您好</p>&amp;lt;br&amp;gt;",
+        "＜ｂｒ＞第二行",
+        "<\u200bb>粗体</b>",
+        "zе\u0301b",
+        "a\u00a8 b",
+        "&#65308;br&#65310;x",
+        "x &#8203; y",
+        "a\ud800b",
+        "  \r\n\r\n\r\n  ",
+    ],
+)
+def test_offset_cleaning_gives_the_vectorized_text_on_tricky_inputs(text: str) -> None:
+    assert clean_with_offsets(text).text == clean_text(text)
+
+
+def test_offset_cleaning_gives_the_vectorized_text_on_every_generator_noise() -> None:
+    # Every style and noise kind the sample generator makes (HTML, full width, homoglyphs,
+    # zero-width characters, whitespace runs, emoji, traditional characters).
+    texts = generate_complaints(3000, seed=11).frame["投诉内容"].tolist()
+    expected = clean_texts(pa.array(texts, type=pa.string())).to_pylist()
+    assert [clean_with_offsets(text).text for text in texts] == expected
+
+
+def test_every_label_value_maps_back_to_its_original_characters() -> None:
+    labels = generate_complaints(2000, seed=5).labels
+    checked = 0
+    for row in labels.to_dict("records"):
+        cleaned = clean_with_offsets(row["text"])
+        for field in ("name", "phone", "email", "address"):
+            value = row[field]
+            if not isinstance(value, str) or value not in cleaned.text:
+                continue
+            index = cleaned.text.index(value)
+            start, end = cleaned.source_span(index, index + len(value))
+            # The original characters clean to exactly the value.
+            assert clean_text(row["text"][start:end]) == value
+            checked += 1
+    assert checked > 2000
+
+
+def test_offsets_point_past_markup_full_width_and_invisible_characters() -> None:
+    original = "<p>我叫&nbsp;张\u200b三</p>电话：１３８ ００１３ ８０００，邮箱 zhАng@163.com"
+    cleaned = clean_with_offsets(original)
+    assert cleaned.text == "我叫 张三\n电话:138 0013 8000,邮箱 zhAng@163.com"
+    for value, source in [
+        ("张三", "张\u200b三"),
+        ("138 0013 8000", "１３８ ００１３ ８０００"),
+        ("zhAng@163.com", "zhАng@163.com"),
+    ]:
+        index = cleaned.text.index(value)
+        start, end = cleaned.source_span(index, index + len(value))
+        assert original[start:end] == source
+
+
+def test_a_character_nfkc_expands_maps_to_its_source_character() -> None:
+    cleaned = clean_with_offsets("甲㈱乙")
+    assert cleaned.text == "甲(株)乙"
+    assert [cleaned.source_span(i, i + 1) for i in range(5)] == [
+        (0, 1),
+        (1, 2),
+        (1, 2),
+        (1, 2),
+        (2, 3),
+    ]
+
+
+def test_source_span_refuses_an_empty_or_outside_span() -> None:
+    with pytest.raises(ValueError):
+        clean_with_offsets("abc").source_span(2, 2)
+    with pytest.raises(ValueError):
+        clean_with_offsets("abc").source_span(0, 4)

@@ -1,4 +1,7 @@
-"""Vectorized cleaning and validation of complaint texts.
+"""Cleaning and validation of complaint texts: vectorized for datasets, with offsets for one text.
+
+Ingest, distillation and serving all clean with these rules, so the model sees the same kind of
+text in training and in production.
 
 Rules, in order: nulls become ""; HTML tags are stripped (<br>, </p> and </div> become a newline)
 and entities unescaped; Unicode NFKC; control characters (but \\n and \\t) and zero-width
@@ -18,10 +21,13 @@ whitespace, Cyrillic, or characters whose NFKC form holds these) go through ever
 from __future__ import annotations
 
 import html
+import itertools
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from typing import TypeVar
@@ -32,7 +38,14 @@ import pyarrow.compute as pc
 
 from shared.settings import get_settings
 
-__all__ = ["RejectReason", "clean_text", "clean_texts", "reject_reasons"]
+__all__ = [
+    "CleanedText",
+    "RejectReason",
+    "clean_text",
+    "clean_texts",
+    "clean_with_offsets",
+    "reject_reasons",
+]
 
 StringArray = pa.Array | pa.ChunkedArray
 T = TypeVar("T")
@@ -461,3 +474,148 @@ def reject_reasons(
         type=pa.string(),
     )
     return names.take(pa.array(code, mask=code < 0))
+
+
+# -- one text, with offsets -----------------------------------------------------------------------
+# The gateway cleans a complaint exactly as ingest did before the model sees it, and maps every
+# answer back to character offsets into the text the client sent. The same rules as above, written
+# with Python's `re` (RE2 syntax differs), applied to a text that carries, for each character, the
+# span of the original it came from. `tests/shared/test_cleaning.py` checks that both give the same
+# text on every noise kind of the sample generator.
+
+# Unicode's space separators (category Zs), RE2's \p{Zs}.
+_PY_ZS = " \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_PY_LINE_BREAK = re.compile("\r\n?|[\u2028\u2029]")
+_PY_NEWLINE_TAG = re.compile(r"<(?:br|/p|/div)(?:[\t\n\f\r ][^>]*)?/?>", re.IGNORECASE)
+_PY_ANY_TAG = re.compile(_ANY_TAG)
+_PY_REMOVABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2060\ufeff]")
+_PY_HOMOGLYPH = re.compile(_HOMOGLYPH)
+_PY_BLANKS = re.compile(f"[\t{_PY_ZS}]+")
+_PY_NEWLINE_SPACE = re.compile(" ?\n ?")
+_PY_EMPTY_LINES = re.compile("\n{3,}")
+_PY_MARKUP = re.compile(_MARKUP)
+_PY_COMMON_ENTITIES = [(re.compile(re.escape(e)), t) for e, t in _COMMON_ENTITIES.items()]
+# Hangul vowel and final jamo compose with the character before them although NFKC calls them
+# starters; they never start a segment.
+_JAMO_TAIL = re.compile("[\u1160-\u11ff]")
+
+
+@dataclass(frozen=True)
+class CleanedText:
+    """A cleaned text and, per character, the span of the original text it comes from."""
+
+    text: str
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+
+    def source_span(self, start: int, end: int) -> tuple[int, int]:
+        """The original span that the cleaned characters [start, end) come from."""
+        if not 0 <= start < end <= len(self.text):
+            raise ValueError(f"[{start}, {end}) is not a span of a {len(self.text)}-character text")
+        return self.starts[start], self.ends[end - 1]
+
+
+@dataclass(frozen=True)
+class _Traced:
+    text: str
+    starts: list[int]
+    ends: list[int]
+
+    @classmethod
+    def of(cls, text: str) -> _Traced:
+        return cls(text, list(range(len(text))), list(range(1, len(text) + 1)))
+
+    def sub(self, pattern: re.Pattern[str], repl: str | Callable[[re.Match[str]], str]) -> _Traced:
+        """`pattern.sub`, where replacement characters come from the whole match's span, or
+        each from its own character when the replacement maps the match one to one."""
+        parts: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        position = 0
+        for match in pattern.finditer(self.text):
+            a, b = match.span()
+            parts.append(self.text[position:a])
+            starts += self.starts[position:a]
+            ends += self.ends[position:a]
+            new = repl(match) if callable(repl) else repl
+            if new and len(new) == b - a:
+                starts += self.starts[a:b]
+                ends += self.ends[a:b]
+            elif new:
+                first = self.starts[a] if a < len(self.text) else self.ends[-1]
+                last = self.ends[b - 1] if b > a else first
+                starts += [first] * len(new)
+                ends += [last] * len(new)
+            parts.append(new)
+            position = b
+        if position == 0 and not parts:
+            return self
+        parts.append(self.text[position:])
+        starts += self.starts[position:]
+        ends += self.ends[position:]
+        return _Traced("".join(parts), starts, ends)
+
+    def nfkc(self) -> _Traced:
+        """NFKC segment by segment (a starter and the marks after it), so that a character
+        NFKC leaves alone keeps its own span; one segment for all if that is not the same."""
+        whole = unicodedata.normalize("NFKC", self.text)
+        if whole == self.text:
+            return self
+        bounds = [
+            i
+            for i, ch in enumerate(self.text)
+            if i == 0 or (not unicodedata.combining(ch) and not _JAMO_TAIL.match(ch))
+        ] + [len(self.text)]
+        segments = list(itertools.pairwise(bounds))
+        pieces = [unicodedata.normalize("NFKC", self.text[a:b]) for a, b in segments]
+        if "".join(pieces) != whole:
+            segments, pieces = [(0, len(self.text))], [whole]
+        starts: list[int] = []
+        ends: list[int] = []
+        for (a, b), piece in zip(segments, pieces, strict=True):
+            if len(piece) == b - a == 1:
+                starts.append(self.starts[a])
+                ends.append(self.ends[a])
+            else:
+                starts += [self.starts[a]] * len(piece)
+                ends += [self.ends[b - 1]] * len(piece)
+        return _Traced(whole, starts, ends)
+
+    def strip(self) -> _Traced:
+        stripped = self.text.strip()
+        if stripped == self.text:
+            return self
+        a = len(self.text) - len(self.text.lstrip())
+        b = a + len(stripped)
+        return _Traced(stripped, self.starts[a:b], self.ends[a:b])
+
+
+def _clean_traced(traced: _Traced) -> _Traced:
+    """The rules of `_clean_special`, in its order, on one traced text."""
+    for _ in range(_MAX_PASSES):
+        traced = traced.sub(_PY_LINE_BREAK, "\n")
+        traced = traced.sub(_PY_NEWLINE_TAG, "\n")
+        traced = traced.sub(_PY_ANY_TAG, "")
+        traced = traced.sub(_OTHER_ENTITY_RE, lambda m: html.unescape(m.group()))
+        for entity, text in _PY_COMMON_ENTITIES:
+            traced = traced.sub(entity, text)
+        traced = traced.sub(_PY_REMOVABLE, "").nfkc()
+        if _PY_HOMOGLYPH.search(traced.text):
+            traced = traced.sub(_WORD_RE, _repair_word).nfkc()
+        traced = traced.sub(_PY_LINE_BREAK, "\n")
+        traced = traced.sub(_PY_BLANKS, " ")
+        traced = traced.sub(_PY_NEWLINE_SPACE, "\n")
+        traced = traced.sub(_PY_EMPTY_LINES, "\n\n").strip()
+        if not _PY_MARKUP.search(traced.text):
+            break
+    return traced
+
+
+def clean_with_offsets(text: str) -> CleanedText:
+    """Clean one text as `clean_texts` does, keeping where each character came from.
+
+    Offsets index `text` as given (lone surrogates, which the cleaning turns into U+FFFD, keep
+    their places).
+    """
+    traced = _clean_traced(_Traced.of(_SURROGATE_RE.sub("\ufffd", text)))
+    return CleanedText(traced.text, tuple(traced.starts), tuple(traced.ends))

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from services.ingest.cleaning import (
+from shared.cleaning import (
     CHUNK_ROWS,
     StringArray,
     as_text_chunks,

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from services.ingest import dedup
-from services.ingest.cleaning import clean_texts
-from services.ingest.dedup import (
+from shared import dedup
+from shared.cleaning import clean_texts
+from shared.dedup import (
     EMPTY_BIN,
     dedup_keys,
     estimated_jaccard,
