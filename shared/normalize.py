@@ -37,7 +37,7 @@ _NOT_PHONE = re.compile(r"[^0-9*+]")
 CHINESE_DIGITS = str.maketrans("零〇一二三四五六七八九幺两", "0012345678912")
 # A written number: digits and `*` masks, possibly split by what people put inside phone numbers
 # ("138 0013 8000", "010-8888 6666", "+86)138…").
-_NUMBER_RUN = re.compile(r"\+?[0-9*](?:[\s\-‐‑‒–—()]*[0-9*])*")
+_NUMBER_RUN = re.compile(r"\+?[0-9*](?:[\s\-‐‑‒–—()转轉]*[0-9*])*")
 _PHONE_CHARS = frozenset("0123456789*+")
 _COUNTRY_PREFIX = re.compile(r"^(?:\+86|0086|86(?=1\d{10}$))")
 _COUNTRY_PREFIXES = ("+86", "0086", "86")
