@@ -10,6 +10,7 @@ exactly once.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -32,17 +33,17 @@ REASONS = {"teacher_error", "parse_error", "schema", "ungrounded", "low_agreemen
 
 
 @pytest.fixture
-def teacher(engine: Engine, loras: Loras) -> str:
-    """The base URL of a real model answering as teacher: vLLM with a runtime-loaded LoRA."""
-    loaded = httpx.get(f"{engine.url}/v1/models", timeout=10).json()
-    if TEACHER_NAME not in {m["id"] for m in loaded["data"]}:
-        response = httpx.post(
-            f"{engine.url}/v1/load_lora_adapter",
-            json={"lora_name": TEACHER_NAME, "lora_path": str(loras.labels)},
-            timeout=120,
-        )
-        assert response.status_code == 200, response.text
-    return f"{engine.url}/v1"
+def teacher(engine: Engine, loras: Loras) -> Iterator[str]:
+    """The base URL of a real model answering as teacher: vLLM with a runtime-loaded LoRA,
+    unloaded afterwards so that it takes no slot from the serve tests sharing the engine."""
+    response = httpx.post(
+        f"{engine.url}/v1/load_lora_adapter",
+        json={"lora_name": TEACHER_NAME, "lora_path": str(loras.labels)},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    yield f"{engine.url}/v1"
+    httpx.post(f"{engine.url}/v1/unload_lora_adapter", json={"lora_name": TEACHER_NAME}, timeout=60)
 
 
 def check_accounting(dataset: Dataset, result: Any, read_run_file) -> dict[str, Any]:

@@ -296,9 +296,11 @@ def test_abandoned_requests_are_cancelled_in_the_engine(
     generated_before = engine_metric("vllm:generation_tokens_total")
     with ThreadPoolExecutor(4) as pool:
         answered = list(pool.map(abandon, range(4)))
-    # One CI run saw an answer come back within 2 s (cause not found); the others must still be
-    # hung up on mid-decode.
-    assert answered.count(None) >= 3, answered
+    # At most one may finish within 2 s (seen once in CI, cause not found). On a saturated
+    # 2-core machine the gateway may also miss an engine health poll and answer 503 at once: the
+    # gateway then drops those requests itself, which is a cancellation too.
+    assert answered.count(200) <= 1 and answered.count(None) >= 2, answered
+    assert set(answered) <= {None, 200, 503}, answered
     # Each would decode 900 tokens (many seconds); once abandoned, the engine drops them.
     abandoned_at = time.monotonic()
     wait_until(
