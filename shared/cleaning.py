@@ -515,6 +515,11 @@ class CleanedText:
         return self.starts[start], self.ends[end - 1]
 
 
+def _arrow_nfkc(texts: list[str]) -> list[str]:
+    """NFKC by arrow's tables, as the vectorized cleaning does (Python's may be older)."""
+    return pc.utf8_normalize(pa.array(texts, type=pa.string()), "NFKC").to_pylist()
+
+
 @dataclass(frozen=True)
 class _Traced:
     text: str
@@ -558,7 +563,7 @@ class _Traced:
     def nfkc(self) -> _Traced:
         """NFKC segment by segment (a starter and the marks after it), so that a character
         NFKC leaves alone keeps its own span; one segment for all if that is not the same."""
-        whole = unicodedata.normalize("NFKC", self.text)
+        whole = _arrow_nfkc([self.text])[0]
         if whole == self.text:
             return self
         bounds = [
@@ -567,7 +572,7 @@ class _Traced:
             if i == 0 or (not unicodedata.combining(ch) and not _JAMO_TAIL.match(ch))
         ] + [len(self.text)]
         segments = list(itertools.pairwise(bounds))
-        pieces = [unicodedata.normalize("NFKC", self.text[a:b]) for a, b in segments]
+        pieces = _arrow_nfkc([self.text[a:b] for a, b in segments])
         if "".join(pieces) != whole:
             segments, pieces = [(0, len(self.text))], [whole]
         starts: list[int] = []
