@@ -32,6 +32,13 @@ SCENARIOS = {
     13: "Adapter publish integrity",
     14: "Idempotency",
     15: "Training interrupted",
+    16: "Closed by default, scoped keys",
+    17: "Hostile files parsed in the worker",
+    18: "No job state that can stick",
+    19: "Only promoted adapters served, whole-adapter integrity",
+    20: "Special tokens typed into a complaint",
+    21: "Inside the cluster: engine key, Redis password, network policy",
+    22: "Report rows that can fail",
 }
 
 
