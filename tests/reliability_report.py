@@ -4,6 +4,7 @@ docs/reliability.md (generated, never edited by hand)."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ import pytest
 
 from tests.support import ROOT
 
-REPORT = ROOT / "docs" / "reliability.md"
+# Another file only for the test of this report itself.
+REPORT = Path(os.environ.get("TIQU_RELIABILITY_REPORT", ROOT / "docs" / "reliability.md"))
 
 SCENARIOS = {
     1: "Worker SIGKILL mid-task (ingest, distill, batch)",
@@ -47,24 +49,32 @@ class Result:
     scenario: int
     done: str
     measured: str
+    test: str
     passed: bool = False
 
 
-_results: dict[tuple[int, str], Result] = {}
+_results: list[Result] = []
+# Every test that asked for `record` in this session, with its outcome: a test that failed (or
+# was skipped) before recording anything must not leave its last run's "yes" standing.
+_outcomes: dict[str, str] = {}
 
 
 @pytest.fixture
 def record(request: pytest.FixtureRequest) -> Iterator[Callable[[int, str, str], None]]:
     """`record(scenario, what was done, what was measured)`; the row says if the test passed."""
+    test = request.node.name
     mine: list[Result] = []
 
     def add(scenario: int, done: str, measured: str) -> None:
-        result = Result(scenario, done, measured)
-        _results[(scenario, request.node.name)] = result
+        result = Result(scenario, done, measured, test)
+        _results.append(result)
         mine.append(result)
 
+    _outcomes[test] = "failed"
     yield add
     outcome = getattr(request.node, "rep_call", None)
+    if outcome is not None:
+        _outcomes[test] = outcome.outcome
     for result in mine:
         result.passed = bool(outcome and outcome.passed)
 
@@ -76,14 +86,36 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         item.rep_call = report  # type: ignore[attr-defined]
 
 
-def _previous_rows() -> list[tuple[int, str, str]]:
+@dataclass(frozen=True)
+class Row:
+    scenario: int
+    done: str
+    measured: str
+    verdict: str
+    test: str | None
+
+    def line(self) -> str:
+        marker = f" <!-- {self.test} -->" if self.test else ""
+        return (
+            f"| {self.scenario} | {SCENARIOS[self.scenario]} | {self.done} | {self.measured} | "
+            f"{self.verdict}{marker} |"
+        )
+
+
+_TEST_MARKER = re.compile(r"\s*<!-- (\S+) -->$")
+
+
+def _previous_rows() -> list[Row]:
     if not REPORT.is_file():
         return []
     found = []
     for line in REPORT.read_text(encoding="utf-8").splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 5 and cells[0].isdigit():
-            found.append((int(cells[0]), cells[2], line))
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].isdigit() and int(cells[0]) in SCENARIOS:
+            marker = _TEST_MARKER.search(cells[4])
+            verdict = _TEST_MARKER.sub("", cells[4])
+            test = marker.group(1) if marker else None
+            found.append(Row(int(cells[0]), cells[2], cells[3], verdict, test))
     return found
 
 
@@ -92,8 +124,34 @@ def _shape(done: str) -> str:
     return re.sub(r"\d+(?:\.\d+)?", "#", done)
 
 
+def merged_rows(previous: list[Row], results: list[Result], outcomes: dict[str, str]) -> list[Row]:
+    """This session's rows, plus the last run's rows of the tests this session did not run; a
+    test that ran without recording keeps its old row text, marked as not measured."""
+    rows = {
+        (r.scenario, _shape(r.done)): Row(
+            r.scenario, r.done, r.measured, "yes" if r.passed else "**no**", r.test
+        )
+        for r in results
+    }
+    recorded = {r.test for r in results}
+    for row in previous:
+        if row.test in recorded:
+            continue  # replaced by what the test measured now
+        if row.test in outcomes:
+            row = Row(
+                row.scenario,
+                row.done,
+                f"not measured: the test {outcomes[row.test]} before recording "
+                f"(the last measurement was: {row.measured})",
+                "skipped" if outcomes[row.test] == "skipped" else "**no**",
+                row.test,
+            )
+        rows.setdefault((row.scenario, _shape(row.done)), row)
+    return [row for _, row in sorted(rows.items())]
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if not _results:
+    if not _outcomes:
         return
     lines = [
         "# Reliability and security suite: results",
@@ -108,19 +166,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         "| # | scenario | what was done | measured outcome | pass |",
         "|---|---|---|---|---|",
     ]
-    rows = {
-        (number, _shape(result.done)): f"| {number} | {SCENARIOS[number]} | {result.done} | "
-        f"{result.measured} | {'yes' if result.passed else '**no**'} |"
-        for (number, _), result in _results.items()
-    }
-    # A partial run (one file, -k) keeps the rows of the tests it did not run.
-    for number, done, row in _previous_rows():
-        rows.setdefault((number, _shape(done)), row)
-    lines += [row for _, row in sorted(rows.items())]
-    missing = sorted(set(SCENARIOS) - {number for number, _ in rows})
+    rows = merged_rows(_previous_rows(), _results, _outcomes)
+    lines += [row.line() for row in rows]
+    missing = sorted(set(SCENARIOS) - {row.scenario for row in rows})
     if missing:
         lines += [
             "",
             "Not run in this session: " + ", ".join(f"{n}. {SCENARIOS[n]}" for n in missing),
         ]
-    Path(REPORT).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
