@@ -1,6 +1,7 @@
 """Fixtures of the serve and end-to-end tests: one real vLLM engine (CPU) on a tiny model for the
 whole session, adapters trained on it in seconds, and gateways started per test against the
-test's own store. Engine and models are only built when a test asks for them."""
+test's own store; and the embedded Gemma-3-270m, converted once into pytest's cache. Engine and
+models are only built when a test asks for them."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.models import ResolvedModel, resolve_base_model
+from shared.models import EMBEDDED_MODEL_ID, ResolvedModel, resolve_base_model
 from shared.prompts import student_target
 from shared.schema import get_schema
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from shared.store import Store
 from tests.serve.serve_support import build_lora, register_lora, train_lora
 from tests.support import TIQU, ServiceProcess, free_port, start_process, wait_until
@@ -41,6 +42,19 @@ class Engine:
     base_model: Path
     model_cache: Path
     process: ServiceProcess
+
+
+@pytest.fixture(scope="session")
+def gemma_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pytest's cache folder (kept across sessions), or a session folder without the cache."""
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    return Path(cache.mkdir("tiqu-models")) if cache else tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def gemma(gemma_cache: Path) -> ResolvedModel:
+    """The embedded default base model (about a minute and a half to convert, once per cache)."""
+    return resolve_base_model(Settings(base_model=EMBEDDED_MODEL_ID, model_cache=gemma_cache))
 
 
 @pytest.fixture(scope="session")

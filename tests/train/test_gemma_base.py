@@ -32,18 +32,6 @@ from shared.settings import Settings
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def gemma_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """pytest's cache folder (kept across sessions), or a session folder without the cache."""
-    cache = request.config.cache
-    return Path(cache.mkdir("tiqu-models")) if cache else tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="session")
-def gemma(gemma_cache: Path) -> ResolvedModel:
-    return resolve_base_model(Settings(base_model=EMBEDDED_MODEL_ID, model_cache=gemma_cache))
-
-
 def test_the_conversion_is_verified_and_happens_once(
     gemma: ResolvedModel, gemma_cache: Path
 ) -> None:
