@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 from celery import Celery, signals
@@ -35,9 +36,21 @@ EVENT_CHANNEL = "tiqu:events"
 WORKER_SOFT_SHUTDOWN_S = 10.0
 
 
-def create_celery_app() -> Celery:
+def redis_url() -> str:
+    """TIQU_REDIS_URL with TIQU_REDIS_PASSWORD in it, when one is set and the URL has none."""
     settings = get_settings()
-    celery_app = Celery("tiqu", broker=settings.redis_url, backend=settings.redis_url)
+    password = settings.redis_password.get_secret_value()
+    parts = urlsplit(settings.redis_url)
+    if not password or parts.password:
+        return settings.redis_url
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(parts.username or '', safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def create_celery_app() -> Celery:
+    url = redis_url()
+    celery_app = Celery("tiqu", broker=url, backend=url)
     celery_app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -63,7 +76,7 @@ app = create_celery_app()
 
 
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5)
+    return redis.Redis.from_url(redis_url(), socket_timeout=5)
 
 
 def publish_event(event_type: str, data: dict[str, Any]) -> None:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         description="Redis for the Celery broker, task results and the event channel.",
     )
+    redis_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password Redis requires (`requirepass`), added to TIQU_REDIS_URL when "
+        "connecting, so the URL itself holds no secret (empty: none).",
+    )
     schema_path: Path | None = Field(
         None,
         description="A JSON Schema file replacing the default extraction schema "
@@ -238,6 +243,12 @@ class Settings(BaseSettings):
     engine_url: str = Field(
         "http://127.0.0.1:8100",
         description="Base URL of the vLLM OpenAI-compatible server the gateway calls.",
+    )
+    engine_api_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key vLLM requires on its /v1 routes (completions, adapter loading): "
+        "`tiqu serve engine` hands it to vLLM as VLLM_API_KEY, never on its command line, and "
+        "the gateway sends it (empty: none, for an engine bound to 127.0.0.1).",
     )
     engine_host: str = Field("127.0.0.1", description="Interface `tiqu serve engine` binds.")
     engine_port: int = Field(

@@ -34,7 +34,11 @@ class EngineCommand:
     hardware: str
 
     def shell(self) -> str:
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        """The command as a shell line; the engine key stays a reference to its setting."""
+        exports = " ".join(
+            f'{k}="$TIQU_ENGINE_API_KEY"' if k == "VLLM_API_KEY" else f"{k}={shlex.quote(v)}"
+            for k, v in sorted(self.env.items())
+        )
         return f"{exports} {shlex.join(self.argv)}"
 
 
@@ -96,6 +100,8 @@ def engine_command(
     ]
     # Adapters are loaded and unloaded at run time as they are promoted.
     env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    if key := settings.engine_api_key.get_secret_value():
+        env["VLLM_API_KEY"] = key  # an argument would show in `ps` to every user of the host
     if hardware == "cpu":
         env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind(settings, usable_cores())
         exported = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")

@@ -43,9 +43,12 @@ class Completion:
 class EngineClient:
     """Async client of one vLLM server (a Service in front of several replicas works too)."""
 
-    def __init__(self, base_url: str, *, timeout_s: float, max_connections: int) -> None:
+    def __init__(
+        self, base_url: str, *, timeout_s: float, max_connections: int, api_key: str = ""
+    ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections

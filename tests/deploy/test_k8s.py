@@ -53,6 +53,8 @@ API_VERSIONS = {
     "Job": "batch/v1",
     "PodDisruptionBudget": "policy/v1",
     "ScaledObject": "keda.sh/v1alpha1",
+    "TriggerAuthentication": "keda.sh/v1alpha1",
+    "NetworkPolicy": "networking.k8s.io/v1",
     "PodMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
 }
@@ -354,7 +356,7 @@ def test_vllm_runs_with_the_flags_of_tiqu_serve_engine() -> None:
     expected = gpu_engine_command(settings, argv)
     assert argv[:3] == expected.argv[:3]
     assert engine_flags(argv) == engine_flags(expected.argv)
-    env = {item["name"]: item["value"] for item in container["env"]}
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
     assert env.items() >= expected.env.items()
     assert Path(command_option(argv, "--model")).parent == Path(CONFIG["TIQU_MODEL_CACHE"])
     job = of_kind("Job")["base-model"]
@@ -430,3 +432,68 @@ def test_podmonitor_scrapes_the_ports_pods_declare() -> None:
 def test_env_files_are_plain_name_value_lines(name: str) -> None:
     for line in (K8S / name).read_text(encoding="utf-8").splitlines():
         assert not line or line.startswith("#") or re.fullmatch(r"[A-Z][A-Z0-9_]*=\S*", line), line
+
+
+# -- inside the cluster (scenario 21, static half) --------------------------------------------
+
+
+def secret_env(container: dict[str, Any]) -> dict[str, str]:
+    """Variables a container takes from tiqu-secrets, by the secret key they read."""
+    return {
+        item["name"]: item["valueFrom"]["secretKeyRef"]["key"]
+        for item in container.get("env", [])
+        if item.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "tiqu-secrets"
+    }
+
+
+def test_redis_requires_the_password_and_every_client_has_it() -> None:
+    redis = containers(workloads()["redis"])[0]
+    assert secret_env(redis) == {
+        "TIQU_REDIS_PASSWORD": "TIQU_REDIS_PASSWORD",
+        "REDISCLI_AUTH": "TIQU_REDIS_PASSWORD",
+    }
+    args = redis["args"]
+    assert args[args.index("--requirepass") + 1] == "$(TIQU_REDIS_PASSWORD)"
+    exporter = containers(workloads()["redis-exporter"])[0]
+    assert secret_env(exporter)["REDIS_PASSWORD"] == "TIQU_REDIS_PASSWORD"
+    assert "TIQU_REDIS_PASSWORD" in SECRETS  # every tiqu pod gets tiqu-secrets whole
+    auth = of_kind("TriggerAuthentication")["tiqu-redis"]["spec"]["secretTargetRef"]
+    assert auth == [{"parameter": "password", "name": "tiqu-secrets", "key": "TIQU_REDIS_PASSWORD"}]
+    generator = KUSTOMIZATION["secretGenerator"][0]
+    assert generator["options"]["disableNameSuffixHash"] is True  # the name KEDA refers to
+    for name, scaled in of_kind("ScaledObject").items():
+        for trigger in scaled["spec"]["triggers"]:
+            if trigger["type"] == "redis":
+                assert trigger["authenticationRef"] == {"name": "tiqu-redis"}, name
+
+
+def test_vllm_requires_the_engine_key() -> None:
+    vllm = containers(workloads()["vllm"], init=False)[0]
+    assert secret_env(vllm) == {"VLLM_API_KEY": "TIQU_ENGINE_API_KEY"}
+    assert "TIQU_ENGINE_API_KEY" in SECRETS
+
+
+def test_only_the_gateway_and_prometheus_reach_vllm_and_only_tiqu_reaches_redis() -> None:
+    policies = {
+        p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]: p["spec"]
+        for p in of_kind("NetworkPolicy").values()
+    }
+    assert set(policies) == {"vllm", "redis"}
+    vllm = policies["vllm"]
+    assert vllm["policyTypes"] == ["Ingress"]
+    sources = [source for rule in vllm["ingress"] for source in rule["from"]]
+    assert [s["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for s in sources] == [
+        "gateway",
+        "prometheus",
+    ]
+    assert all(rule["ports"] == [{"port": "http"}] for rule in vllm["ingress"])
+    gateway_pods = pod_spec(workloads()["gateway"])
+    assert (
+        workloads()["gateway"]["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        == "gateway"
+        and gateway_pods
+    )
+    redis = policies["redis"]
+    (rule,) = redis["ingress"]
+    assert rule["ports"] == [{"port": "redis"}]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "tiqu"}}} in rule["from"]

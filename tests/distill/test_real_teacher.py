@@ -21,6 +21,7 @@ from shared.normalize import field_grounded
 from shared.schema import get_schema
 from shared.store import Store
 from tests.distill.test_distill_run import output_ids
+from tests.engine_fixtures import ENGINE_KEY
 
 if TYPE_CHECKING:
     from tests.distill.conftest import Dataset
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TEACHER_NAME = "real-teacher"
+ENGINE_KEY_AS_TEACHER = {"teacher_api_key": ENGINE_KEY}
 REASONS = {"teacher_error", "parse_error", "schema", "ungrounded", "low_agreement"}
 
 
@@ -39,11 +41,17 @@ def teacher(engine: Engine, loras: Loras) -> Iterator[str]:
     response = httpx.post(
         f"{engine.url}/v1/load_lora_adapter",
         json={"lora_name": TEACHER_NAME, "lora_path": str(loras.labels)},
+        headers=engine.headers,
         timeout=120,
     )
     assert response.status_code == 200, response.text
     yield f"{engine.url}/v1"
-    httpx.post(f"{engine.url}/v1/unload_lora_adapter", json={"lora_name": TEACHER_NAME}, timeout=60)
+    httpx.post(
+        f"{engine.url}/v1/unload_lora_adapter",
+        json={"lora_name": TEACHER_NAME},
+        headers=engine.headers,
+        timeout=60,
+    )
 
 
 def check_accounting(dataset: Dataset, result: Any, read_run_file) -> dict[str, Any]:
@@ -72,14 +80,18 @@ def test_a_real_model_as_teacher_is_parsed_verified_and_accounted_for(
     dataset = make_dataset(16, 3)
     store = Store.from_settings()
     # Free text: whatever the model writes goes through the answer parser.
-    use_teacher(teacher, teacher_model=TEACHER_NAME, teacher_json_schema="false")
+    use_teacher(
+        teacher, teacher_model=TEACHER_NAME, teacher_json_schema="false", **ENGINE_KEY_AS_TEACHER
+    )
     free = run_distill(dataset.dataset_id, DistillOptions.from_settings(limit=8), store)
     free_counts = check_accounting(
         type(dataset)(dataset.dataset_id, dataset.labels, 8), free, read_run_file
     )
     # Constrained to the typed schema by the server: every answer parses and is typed, so what
     # is left to reject is what the text does not hold.
-    use_teacher(teacher, teacher_model=TEACHER_NAME, teacher_json_schema="true")
+    use_teacher(
+        teacher, teacher_model=TEACHER_NAME, teacher_json_schema="true", **ENGINE_KEY_AS_TEACHER
+    )
     typed = run_distill(dataset.dataset_id, DistillOptions.from_settings(), store)
     typed_counts = check_accounting(dataset, typed, read_run_file)
     assert typed_counts["rejected_by_reason"].get("parse_error", 0) == 0

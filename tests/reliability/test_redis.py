@@ -29,9 +29,10 @@ READY_WITHIN_S = 30
 class RedisServer:
     """`redis-server` with AOF on a free port; `kill()` is `kill -9`, `start()` reuses its files."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, password: str = "") -> None:
         self.folder = folder
         self.port = free_port()
+        self.password = password
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: ServiceProcess | None = None
         self.starts = 0
@@ -51,10 +52,11 @@ class RedisServer:
             "everysec",
             "--save",
             "",
+            *(["--requirepass", self.password] if self.password else []),
         ]
         self.starts += 1
         self.process = start_process(argv, self.folder / f"redis-{self.starts}.log", {})
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        client = redis.Redis.from_url(self.url, password=self.password or None, socket_timeout=1)
 
         def answers() -> bool:
             try:
@@ -70,7 +72,7 @@ class RedisServer:
         self.process.stop(signal.SIGKILL)
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=5)
+        return redis.Redis.from_url(self.url, password=self.password or None, socket_timeout=5)
 
 
 @pytest.fixture

@@ -76,6 +76,7 @@ def vllm_answers(engine: Engine, name: str, adapter: Path, prompts: list[list[in
     loaded = httpx.post(
         f"{engine.url}/v1/load_lora_adapter",
         json={"lora_name": name, "lora_path": str(adapter)},
+        headers=engine.headers,
         timeout=120,
     )
     assert loaded.status_code == 200, loaded.text
@@ -94,6 +95,7 @@ def vllm_answers(engine: Engine, name: str, adapter: Path, prompts: list[list[in
                     "return_token_ids": True,
                     "skip_special_tokens": False,
                 },
+                headers=engine.headers,
                 timeout=120,
             )
             assert response.status_code == 200, response.text
@@ -101,7 +103,12 @@ def vllm_answers(engine: Engine, name: str, adapter: Path, prompts: list[list[in
             answers.append((choice["token_ids"], choice["logprobs"]["token_logprobs"]))
         return answers
     finally:
-        httpx.post(f"{engine.url}/v1/unload_lora_adapter", json={"lora_name": name}, timeout=60)
+        httpx.post(
+            f"{engine.url}/v1/unload_lora_adapter",
+            json={"lora_name": name},
+            headers=engine.headers,
+            timeout=60,
+        )
 
 
 @dataclass
