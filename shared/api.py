@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route, Router
+from starlette.routing import BaseRoute, Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import ErrorResponse, PayloadTooLargeError, TiquError
@@ -56,23 +59,117 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 # Routes anyone may call: liveness, readiness, metrics for the scraper, and the API description.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"})
+# Where an operation of /openapi.json names the scope its key needs.
+SCOPE_EXTENSION = "x-tiqu-scope"
+LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
 
-def configured_api_keys() -> tuple[bytes, ...]:
-    keys = get_settings().api_keys.get_secret_value()
-    return tuple(k.strip().encode("utf-8") for k in keys.split(",") if k.strip())
+class KeyScope(StrEnum):
+    """What a key may do. Every route but the public ones needs one scope."""
+
+    extract = "extract"  # the gateway's extraction routes and its list of adapters
+    batch = "batch"  # the gateway's batch jobs: submit, follow, download
+    admin = "admin"  # the ingest, distill and train APIs
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    secret: bytes
+    scopes: frozenset[KeyScope]
+
+
+def parse_api_keys(setting: str) -> tuple[ApiKey, ...]:
+    """TIQU_API_KEYS: comma-separated entries, each `KEY` (every scope) or `SCOPES:KEY` with
+    SCOPES one or more of extract, batch, admin joined by `+` (`batch+extract:KEY`). A key given
+    twice with different scopes has them all.
+
+    Raises:
+        ValueError: an entry names an unknown scope or no key; the message never holds a key.
+    """
+    keys = []
+    for position, entry in enumerate((e.strip() for e in setting.split(",")), start=1):
+        if not entry:
+            continue
+        named, colon, secret = entry.partition(":")
+        if not colon:
+            keys.append(ApiKey(entry.encode("utf-8"), frozenset(KeyScope)))
+            continue
+        if not secret or any(s not in KeyScope.__members__ for s in named.split("+")):
+            # Neither part is echoed: in a mistyped entry either may be (part of) a key.
+            raise ValueError(
+                f"TIQU_API_KEYS entry {position} is neither KEY nor SCOPES:KEY: an unknown scope "
+                f"or no key (scopes: {', '.join(KeyScope)}, joined by '+'; a plain KEY has no ':')"
+            )
+        keys.append(ApiKey(secret.encode("utf-8"), frozenset(map(KeyScope, named.split("+")))))
+    return tuple(keys)
+
+
+def configured_api_keys() -> tuple[ApiKey, ...]:
+    return parse_api_keys(get_settings().api_keys.get_secret_value())
+
+
+def check_exposure(host: str) -> None:
+    """Refuse to serve on an interface other machines reach (`--host 0.0.0.0`, a LAN address)
+    with no keys configured, unless TIQU_ALLOW_NO_AUTH says so; loopback stays open for local use.
+
+    Raises:
+        ValueError: keys are missing for `host`, or TIQU_API_KEYS does not parse.
+    """
+    if configured_api_keys() or get_settings().allow_no_auth or _is_loopback(host):
+        return
+    raise ValueError(
+        f"refusing to serve on {host} without authentication: set TIQU_API_KEYS, bind "
+        "127.0.0.1, or set TIQU_ALLOW_NO_AUTH=true if something in front authenticates"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to a public interface
+
+
+class ScopedRoute(APIRoute):
+    """A route that needs a key with `key_scope` (ApiKeyAuth refuses routes without one)."""
+
+    key_scope: ClassVar[KeyScope]
+
+
+_SCOPED_ROUTES: dict[KeyScope, type[ScopedRoute]] = {
+    scope: type(f"{scope.value.title()}Route", (ScopedRoute,), {"key_scope": scope})
+    for scope in KeyScope
+}
+
+
+def scoped_route(scope: KeyScope) -> type[APIRoute]:
+    """The `route_class` of an APIRouter whose routes all need a key with `scope`."""
+    return _SCOPED_ROUTES[scope]
+
+
+def _matched_route(router: Router, scope: Scope) -> BaseRoute | None:
+    """The route that serves this request's path and method; None when none does (404/405)."""
+    for route in router.routes:
+        if route.matches(scope)[0] == Match.FULL:
+            return route
+    return None
 
 
 class ApiKeyAuth:
-    """Require `Authorization: Bearer KEY` with one of `keys` on every non-public route.
+    """Require `Authorization: Bearer KEY` with one of `keys` on every non-public route, a key
+    with the scope the route declares (`scoped_route`); a route that declares none is refused.
 
-    Runs before the body is read, so an unauthenticated upload costs nothing; keys are compared
-    in constant time, each one, so the answer time says nothing about which key came close.
+    Runs before the body is read, so an unauthenticated or unauthorized upload costs nothing;
+    keys are compared in constant time, each one, so the answer time says nothing about which key
+    came close. A request for no route is left to the app's 404 or 405 once the key is valid.
     """
 
-    def __init__(self, app: ASGIApp, keys: tuple[bytes, ...]) -> None:
+    def __init__(self, app: ASGIApp, keys: tuple[ApiKey, ...], router: Router) -> None:
         self.app = app
         self.keys = keys
+        self.router = router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.keys or scope["path"] in PUBLIC_PATHS:
@@ -80,15 +177,29 @@ class ApiKeyAuth:
             return
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
         scheme, _, presented = header.partition(b" ")
+        granted: frozenset[KeyScope] = frozenset()
         matched = False
         for key in self.keys:
-            matched |= hmac.compare_digest(presented.strip(), key)
-        if scheme.lower() == b"bearer" and matched:
-            await self.app(scope, receive, send)
+            same = hmac.compare_digest(presented.strip(), key.secret)
+            matched |= same
+            granted |= key.scopes if same else frozenset()
+        if scheme.lower() != b"bearer" or not matched:
+            response = error_json(401, "missing or invalid API key", "unauthorized")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            await response(scope, receive, send)
             return
-        response = error_json(401, "missing or invalid API key", "unauthorized")
-        response.headers["WWW-Authenticate"] = "Bearer"
-        await response(scope, receive, send)
+        route = _matched_route(self.router, scope)
+        if route is not None:
+            needed = route.key_scope if isinstance(route, ScopedRoute) else None
+            if needed is None or needed not in granted:
+                message = (
+                    f"this key lacks the {needed.value!r} scope this route needs"
+                    if needed
+                    else "this route declares no key scope: refused to every key"
+                )
+                await error_json(403, message, "forbidden")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyTooLargeError(StarletteHTTPException):
@@ -119,14 +230,14 @@ class BodySizeLimit:
 
     def limit_for(self, scope: Scope) -> int:
         """The limit of the route `scope` goes to (no route: the small one)."""
-        for route in self.router.routes:
-            if isinstance(route, APIRoute) and route.matches(scope)[0] == Match.FULL:
-                if id(route) not in self._limits:
-                    field = route.body_field
-                    form = field is not None and isinstance(field.field_info, params.Form)
-                    self._limits[id(route)] = self.max_upload_bytes if form else self.max_body_bytes
-                return self._limits[id(route)]
-        return self.max_body_bytes
+        route = _matched_route(self.router, scope)
+        if not isinstance(route, APIRoute):
+            return self.max_body_bytes
+        if id(route) not in self._limits:
+            field = route.body_field
+            form = field is not None and isinstance(field.field_info, params.Form)
+            self._limits[id(route)] = self.max_upload_bytes if form else self.max_body_bytes
+        return self._limits[id(route)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -189,8 +300,9 @@ def _error_schema(description: str) -> dict[str, Any]:
 
 
 def _openapi(app: FastAPI, *, authenticated: bool) -> dict[str, Any]:
-    """FastAPI's schema, telling what the shell adds to every route: the bearer key (401), the
-    body limit (413) and the error envelope, 422 included, instead of FastAPI's own 422 body."""
+    """FastAPI's schema, telling what the shell adds to every route: the bearer key (401) and its
+    scope (`x-tiqu-scope`, 403), the body limit (413) and the error envelope, 422 included,
+    instead of FastAPI's own 422 body."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
@@ -206,10 +318,16 @@ def _openapi(app: FastAPI, *, authenticated: bool) -> dict[str, Any]:
             "bearerAuth": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "One of the keys in TIQU_API_KEYS.",
+                "description": "One of the keys in TIQU_API_KEYS, with the operation's scope "
+                f"({SCOPE_EXTENSION}).",
             }
         }
-    for path, item in schema.get("paths", {}).items():
+    paths = schema.get("paths", {})
+    for route in app.routes:
+        if isinstance(route, ScopedRoute) and route.include_in_schema:
+            for method in route.methods:
+                paths[route.path_format][method.lower()][SCOPE_EXTENSION] = route.key_scope.value
+    for path, item in paths.items():
         for operation in item.values():
             responses = operation.setdefault("responses", {})
             if "422" in responses:
@@ -217,11 +335,13 @@ def _openapi(app: FastAPI, *, authenticated: bool) -> dict[str, Any]:
             if "requestBody" in operation:
                 responses.setdefault("413", _error_schema("Request body above the limit"))
                 responses.setdefault(
-                    "400", _error_schema("A body that cannot be parsed (broken multipart)")
+                    "400", _error_schema("A body that does not parse (not JSON, broken multipart)")
                 )
             if authenticated and path not in PUBLIC_PATHS:
                 operation["security"] = [{"bearerAuth": []}]
                 responses.setdefault("401", _error_schema("Missing or invalid API key"))
+                scope = operation.get(SCOPE_EXTENSION, "a")
+                responses.setdefault("403", _error_schema(f"The key lacks the {scope} scope"))
     for unused in ("HTTPValidationError", "ValidationError"):
         if f"#/components/schemas/{unused}" not in json.dumps(schema):
             schemas.pop(unused, None)
@@ -245,13 +365,14 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     readiness_checks: dict[str, ReadinessCheck] | None = None,
     lifespan: Lifespan | None = None,
-    api_keys: tuple[bytes, ...] | None = None,
+    api_keys: tuple[ApiKey, ...] | None = None,
 ) -> FastAPI:
     """A FastAPI app with tiqu's error envelope, `/healthz`, `/readyz` and `/metrics`.
 
     Every tiqu API needs Redis (its queue) and the store, so `/readyz` always checks both;
     `readiness_checks` adds more. Bodies of routes taking a file may reach TIQU_MAX_UPLOAD_MB,
-    every other body `max_body_bytes` (see BodySizeLimit).
+    every other body `max_body_bytes` (see BodySizeLimit). With keys (TIQU_API_KEYS, or
+    `api_keys`), each route the caller adds must declare its scope (`scoped_route`).
     """
     configure_logging(f"{service}-api")
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
@@ -264,6 +385,11 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            # A body that does not parse is a bad request, as a broken multipart one is; 422 is
+            # for JSON that parses but does not fit. The reason names no content of the body.
+            reason = (first.get("ctx") or {}).get("error", "decode error")
+            return error_json(400, f"the body is not valid JSON: {reason}", "bad_request")
         location = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         message = f"{location}: {first.get('msg', 'invalid request')}" if location else "invalid"
         return error_json(422, message, "invalid_input", location or None)
@@ -316,8 +442,8 @@ def create_app(
     instrument_app(app, service)
     keys = configured_api_keys() if api_keys is None else api_keys
     if not keys and api_keys is None:
-        log.warning("no TIQU_API_KEYS set: the API accepts requests without a key")
+        log.warning("no TIQU_API_KEYS set: the API answers every request without authentication")
     app.openapi = lambda: _openapi(app, authenticated=bool(keys))  # type: ignore[method-assign]
     # Added last, so it runs first: an unauthenticated request is answered before anything else.
-    app.add_middleware(ApiKeyAuth, keys=keys)
+    app.add_middleware(ApiKeyAuth, keys=keys, router=app.router)
     return app

@@ -151,9 +151,15 @@ def api(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
 ) -> None:
-    """Serve a service's REST API with uvicorn."""
+    """Serve a service's REST API with uvicorn (without TIQU_API_KEYS: on loopback only)."""
     import uvicorn
 
+    from shared.api import check_exposure
+
+    try:
+        check_exposure(host)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     uvicorn.run(API_MODULES[service], host=host, port=port, log_config=None, access_log=False)
 
 

@@ -69,6 +69,11 @@ class UnauthorizedError(TiquError):
     error_type = "unauthorized"
 
 
+class ForbiddenError(TiquError):
+    status_code = 403
+    error_type = "forbidden"
+
+
 class ConflictError(TiquError):
     status_code = 409
     error_type = "conflict"

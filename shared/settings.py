@@ -230,7 +230,16 @@ class Settings(BaseSettings):
     api_keys: SecretStr = Field(
         SecretStr(""),
         description="Comma-separated API keys accepted as `Authorization: Bearer KEY` on every "
-        "route except health and metrics (empty: no authentication, for local use only).",
+        "route except health and metrics. Each is `KEY` (every scope) or `SCOPES:KEY` with SCOPES "
+        "among `extract` (extraction, adapter list), `batch` (batch jobs) and `admin` (ingest, "
+        "distill, train) joined by `+`, e.g. `extract:k1,batch+extract:k2,admin:k3`. Empty: no "
+        "authentication, and the APIs start on 127.0.0.1 only (see TIQU_ALLOW_NO_AUTH).",
+    )
+    allow_no_auth: bool = Field(
+        False,
+        description="Let an API without TIQU_API_KEYS start on an interface other machines reach "
+        "(`--host 0.0.0.0`): every client then may do everything. Only behind a proxy that "
+        "authenticates.",
     )
 
     # Serve: the vLLM engine
@@ -338,7 +347,9 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8003", description="Extraction gateway that batch workers call."
     )
     gateway_api_key: SecretStr = Field(
-        SecretStr(""), description="API key batch workers and the CLI send to the gateway."
+        SecretStr(""),
+        description="API key batch workers and the CLI send to the gateway (a key with the "
+        "`extract` scope).",
     )
     batch_chunk_rows: int = Field(
         500, ge=1, description="Rows per batch chunk: the unit of progress and of resume."

@@ -38,6 +38,11 @@ class Layout:
         return f"raw/{sha256}/{safe_filename(filename)}"
 
     @staticmethod
+    def batch_upload(sha256: str, filename: str) -> str:
+        """A file uploaded for a batch job: the only kind of key a batch job may name."""
+        return f"raw/batch/{sha256}/{safe_filename(filename)}"
+
+    @staticmethod
     def dataset_dir(dataset_id: str) -> str:
         return f"datasets/{dataset_id}"
 

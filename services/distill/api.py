@@ -25,7 +25,7 @@ from services.distill.run import (
 )
 from services.distill.tasks import distill_run, status_key
 from services.ingest.pipeline import load_manifest
-from shared.api import create_app
+from shared.api import KeyScope, create_app, scoped_route
 from shared.errors import InvalidInputError, NotFoundError, UnavailableError, error_responses
 from shared.jobs import JobState, enqueue, load_status, needs_worker
 from shared.schema import get_schema
@@ -68,7 +68,9 @@ def _find(store: Store, dataset_id: str, run_id: str) -> DistillRunPublic | None
     )
 
 
-router = APIRouter(prefix="/v1/distill-runs", tags=["distill"])
+router = APIRouter(
+    prefix="/v1/distill-runs", tags=["distill"], route_class=scoped_route(KeyScope.admin)
+)
 
 
 @router.post(

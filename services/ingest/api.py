@@ -21,7 +21,7 @@ from prometheus_client import Counter
 from services.ingest.pipeline import IngestOptions, dataset_id_for, load_manifest, sha256_hex
 from services.ingest.protocol import DatasetCounts, DatasetList, DatasetPublic
 from services.ingest.tasks import ingest_dataset
-from shared.api import create_app
+from shared.api import KeyScope, create_app, scoped_route
 from shared.errors import NotFoundError, PayloadTooLargeError, UnavailableError, error_responses
 from shared.jobs import JobState, enqueue, load_status, needs_worker
 from shared.store import Layout, Store
@@ -63,7 +63,9 @@ def _public(store: Store, dataset_id: str) -> DatasetPublic:
     )
 
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(
+    prefix="/v1/datasets", tags=["datasets"], route_class=scoped_route(KeyScope.admin)
+)
 
 
 @router.post(

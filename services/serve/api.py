@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import Counter
 
 from services.serve.batch import (
+    is_batch_upload,
     manifest_key,
     new_request,
     output_key,
@@ -42,8 +43,9 @@ from services.serve.protocol import (
     FieldSpan,
 )
 from services.serve.tasks import batch_run
-from shared.api import DEFAULT_MAX_BODY_BYTES, create_app
+from shared.api import DEFAULT_MAX_BODY_BYTES, KeyScope, create_app, scoped_route
 from shared.errors import (
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
     OverloadedError,
@@ -131,7 +133,9 @@ async def _counted(route: str, adapter: str | None, work: Awaitable[list[Result]
     return results
 
 
-extract_router = APIRouter(prefix="/v1", tags=["extract"])
+extract_router = APIRouter(
+    prefix="/v1", tags=["extract"], route_class=scoped_route(KeyScope.extract)
+)
 EXTRACT_ERRORS = error_responses(
     InvalidInputError, NotFoundError, PayloadTooLargeError, OverloadedError, UnavailableError
 )
@@ -198,7 +202,9 @@ def list_adapters(gateway: GatewayDep) -> AdapterList:
     return AdapterList(adapters=listed)
 
 
-batch_router = APIRouter(prefix="/v1/batches", tags=["batches"])
+batch_router = APIRouter(
+    prefix="/v1/batches", tags=["batches"], route_class=scoped_route(KeyScope.batch)
+)
 
 
 def _batch_public(store: Store, job_id: str) -> BatchJobPublic:
@@ -228,6 +234,7 @@ def _batch_public(store: Store, job_id: str) -> BatchJobPublic:
         200: {"model": BatchJobPublic, "description": "The same job was submitted before"},
         **error_responses(
             ExportFileError,
+            ForbiddenError,
             NotFoundError,
             InvalidInputError,
             PayloadTooLargeError,
@@ -239,7 +246,12 @@ async def create_batch(
     store: StoreDep,
     file: Annotated[UploadFile | None, File(description="CSV, XLSX, JSONL or Parquet")] = None,
     store_key: Annotated[
-        str | None, Form(max_length=1024, description="Key of a file already in the store")
+        str | None,
+        Form(
+            max_length=1024,
+            description="The `source_key` of an earlier batch upload (`raw/batch/…`), to run "
+            "it again (with another adapter, say); no other object of the store",
+        ),
     ] = None,
     adapter: Annotated[str | None, Form(pattern=ADAPTER_REF)] = None,
     text_column: Annotated[str | None, Form(max_length=256)] = None,
@@ -252,7 +264,12 @@ async def create_batch(
         data = await file.read()
     else:
         assert store_key is not None
-        if ".." in store_key.split("/") or not await run_in_threadpool(store.exists, store_key):
+        if not is_batch_upload(store_key):
+            raise ForbiddenError(
+                "store_key must be the source_key of an earlier batch upload (raw/batch/…)",
+                param="store_key",
+            )
+        if not await run_in_threadpool(store.exists, store_key):
             raise NotFoundError(f"no file {store_key!r} in the store", param="store_key")
         filename = store_key.rsplit("/", 1)[-1]
         data = await run_in_threadpool(store.read_bytes, store_key)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ from shared.store import Layout, Store
 from shared.tables import ExportRecords, read_export
 
 PIPELINE_VERSION = "1"
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 OUTPUT_FILE = "output.jsonl"
 MANIFEST_FILE = "manifest.json"
 
@@ -73,7 +75,7 @@ def new_request(
     read_export(data, filename, text_column=text_column, sheet=sheet)
     manifest = adapters.resolve(store, adapter or default_adapter)
     source_sha = hashlib.sha256(data).hexdigest()
-    source_key = store_key or Layout.raw(source_sha, filename)
+    source_key = store_key or Layout.batch_upload(source_sha, filename)
     if not store.exists(source_key):
         store.write_bytes(source_key, data)
     return BatchRequest(
@@ -85,6 +87,18 @@ def new_request(
         schema_version=get_schema().version,
         text_column=text_column or None,
         sheet=sheet or None,
+    )
+
+
+def is_batch_upload(key: str) -> bool:
+    """Whether `key` is one a batch upload writes (`Layout.batch_upload`), in that exact form: a
+    batch job must never read a dataset, an ingest upload, an adapter or a cache."""
+    parts = key.split("/")
+    return (
+        len(parts) == 4
+        and parts[:2] == ["raw", "batch"]
+        and SHA256_HEX.fullmatch(parts[2]) is not None
+        and Layout.batch_upload(parts[2], parts[3]) == key
     )
 
 

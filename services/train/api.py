@@ -21,7 +21,7 @@ from prometheus_client import Counter
 from services.train.protocol import TrainRunCreate, TrainRunPublic
 from services.train.request import TrainParams, TrainRequest, validate
 from services.train.tasks import request_key, result_key, status_key, train_run
-from shared.api import create_app
+from shared.api import KeyScope, create_app, scoped_route
 from shared.errors import InvalidInputError, NotFoundError, UnavailableError, error_responses
 from shared.jobs import JobState, enqueue, load_status, needs_worker
 from shared.settings import get_settings
@@ -60,7 +60,9 @@ def _public(store: Store, train_run_id: str) -> TrainRunPublic:
     )
 
 
-router = APIRouter(prefix="/v1/train-runs", tags=["train-runs"])
+router = APIRouter(
+    prefix="/v1/train-runs", tags=["train-runs"], route_class=scoped_route(KeyScope.admin)
+)
 
 
 @router.post(

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 SPLITS = ("train", "val", "test")
-RUN_ID = re.compile(r"^[\w.\-]{1,128}$")
+# Letters, digits, "-" and "_": an id is a folder name in the store, so never "." or "..".
+RUN_ID = re.compile(r"[\w\-]{1,128}")
 # Length-sorted windows of this many batches: batches hold similar lengths, yet each epoch
 # still mixes lengths across its steps.
 _SORT_WINDOW_BATCHES = 32
@@ -75,7 +76,7 @@ class Encoded:
 
 def find_run(store: Store, run_id: str) -> DistillRun:
     """The distill run with this id, whichever dataset it belongs to."""
-    if not RUN_ID.match(run_id):
+    if not RUN_ID.fullmatch(run_id):
         raise NotFoundError(f"distill run {run_id!r} not found", param="run_id")
     for dataset_id in store.children("datasets"):
         key = Layout.distill_run(dataset_id, run_id, "manifest.json")

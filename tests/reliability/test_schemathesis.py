@@ -30,6 +30,12 @@ CONFIG = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", 404, 409, 413, 429, 503]
 
+# A batch job's `store_key` may only name an earlier batch upload (403). Before the entry below:
+# the first entry that applies decides, and an entry applies when any of its filters matches.
+[[operations]]
+include-path-regex = "^/v1/batches$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", 403, 404, 409, 413, 422, 429, 503]
+
 # An uploaded file is read and checked whole: random bytes are not an export (422).
 [[operations]]
 include-path-regex = "^/v1/(datasets|batches)$"
