@@ -101,11 +101,11 @@ def test_an_api_without_keys_refuses_a_public_interface(
     assert "root" not in output and "secret-value-1234" not in output, output
     record(
         16,
-        "`tiqu api ingest|distill|train|serve --host 0.0.0.0` started with no TIQU_API_KEYS; then "
-        "with TIQU_ALLOW_NO_AUTH=true; on 127.0.0.1 with no keys; on 0.0.0.0 with a key; with a "
-        "key of an unknown scope",
+        "`tiqu api ingest`, `distill`, `train` and `serve` with `--host 0.0.0.0`, started with no "
+        "TIQU_API_KEYS; then with TIQU_ALLOW_NO_AUTH=true; on 127.0.0.1 with no keys; on 0.0.0.0 "
+        "with a key; with a key of an unknown scope",
         f"no keys on 0.0.0.0: {', '.join(f'{s} {c}' for s, c in refusals.items())}, one line "
-        f"each, no traceback (“{message.strip()[:120]}”); TIQU_ALLOW_NO_AUTH=true: started, with "
+        f"each, no traceback (“{message.strip()}”); TIQU_ALLOW_NO_AUTH=true: started, with "
         "a warning; loopback without keys: started; 0.0.0.0 with a key: started, 401 without it; "
         "unknown scope: refused to start, naming the entry, echoing neither scope nor key",
     )
