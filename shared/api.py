@@ -115,7 +115,7 @@ def check_exposure(host: str) -> None:
     Raises:
         ValueError: keys are missing for `host`, or TIQU_API_KEYS does not parse.
     """
-    if configured_api_keys() or get_settings().allow_no_auth or _is_loopback(host):
+    if configured_api_keys() or get_settings().allow_no_auth or is_loopback(host):
         return
     raise ValueError(
         f"refusing to serve on {host} without authentication: set TIQU_API_KEYS, bind "
@@ -123,7 +123,7 @@ def check_exposure(host: str) -> None:
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host.lower() in LOOPBACK_NAMES:
         return True
     try:

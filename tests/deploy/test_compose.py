@@ -56,6 +56,8 @@ FILLED_ENV = {
     "GRAFANA_ADMIN_PASSWORD": "x" * 12,
     "TIQU_S3_ACCESS_KEY": "tiqu-services",
     "TIQU_S3_SECRET_KEY": "y" * 12,
+    "TIQU_REDIS_PASSWORD": "r" * 16,
+    "TIQU_ENGINE_API_KEY": "e" * 16,
 }
 
 
@@ -245,7 +247,13 @@ def test_secrets_are_never_written_in_the_file() -> None:
 def test_compose_refuses_to_start_without_the_secrets() -> None:
     text = all_text()
     interpolate(text, FILLED_ENV)  # complete: no error
-    for required in ("MINIO_ROOT_PASSWORD", "TIQU_S3_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD"):
+    for required in (
+        "MINIO_ROOT_PASSWORD",
+        "TIQU_S3_SECRET_KEY",
+        "GRAFANA_ADMIN_PASSWORD",
+        "TIQU_REDIS_PASSWORD",
+        "TIQU_ENGINE_API_KEY",
+    ):
         incomplete = {k: v for k, v in FILLED_ENV.items() if k != required}
         with pytest.raises(KeyError, match=required):
             interpolate(text, incomplete)
@@ -420,3 +428,27 @@ def test_gpu_services_reserve_a_gpu() -> None:
     for name in ("vllm", "train-worker"):
         devices = SERVICES[name]["deploy"]["resources"]["reservations"]["devices"]
         assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"], name
+
+
+def test_redis_requires_the_password_every_client_holds() -> None:
+    """Scenario 21 (static half): nobody on the compose network reaches the queues without it."""
+    redis_command = SERVICES["redis"]["command"]
+    password = environment(SERVICES["redis"])["REDISCLI_AUTH"]
+    assert password.startswith("${TIQU_REDIS_PASSWORD:?")
+    assert redis_command[redis_command.index("--requirepass") + 1] == password
+    for name, service in SERVICES.items():
+        if is_tiqu(service):
+            assert environment(service)["TIQU_REDIS_PASSWORD"] == password, name
+    assert environment(SERVICES["redis-exporter"])["REDIS_PASSWORD"] == password
+
+
+def test_the_engine_key_is_held_by_vllm_and_the_gateway_only() -> None:
+    key = environment(SERVICES["vllm"])["VLLM_API_KEY"]
+    assert key.startswith("${TIQU_ENGINE_API_KEY:?")
+    assert environment(SERVICES["gateway"])["TIQU_ENGINE_API_KEY"] == key
+    holders = {
+        name
+        for name, service in SERVICES.items()
+        if any("TIQU_ENGINE_API_KEY" in value for value in environment(service).values())
+    }
+    assert holders == {"vllm", "gateway"}

@@ -47,25 +47,31 @@ def test_the_engine_answers_only_the_gateway_key(
     )
     assert answer.status_code == 200, answer.text
     keyless_ready = status("GET", f"{keyless.url}/readyz")
-    print(httpx.get(f"{keyless.url}/readyz").text)
     keyless_answer = httpx.post(
         f"{keyless.url}/v1/extract", json={"text": "快递三天没到"}, headers=auth(), timeout=30
     )
     assert keyless_ready == 503 and keyless_answer.status_code == 503, keyless_answer.text
     assert ENGINE_KEY not in keyless.log() + with_key.log()
 
-    dry_run = subprocess.run(
-        [TIQU, "serve", "engine", "--dry-run"],
-        env={
-            "TIQU_ENGINE_API_KEY": ENGINE_KEY,
-            "TIQU_BASE_MODEL": str(engine.base_model),
-            "TIQU_MODEL_CACHE": str(engine.model_cache),
-            "PATH": "/usr/bin:/bin",
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    def engine_dry_run(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [TIQU, "serve", "engine", "--dry-run"],
+            env={
+                "TIQU_ENGINE_HOST": "0.0.0.0",
+                "TIQU_BASE_MODEL": str(engine.base_model),
+                "TIQU_MODEL_CACHE": str(engine.model_cache),
+                "PATH": "/usr/bin:/bin",
+                **env,
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    open_engine = engine_dry_run()
+    assert open_engine.returncode == 2 and "Traceback" not in open_engine.stderr
+    assert "without TIQU_ENGINE_API_KEY" in open_engine.stderr
+    dry_run = engine_dry_run(TIQU_ENGINE_API_KEY=ENGINE_KEY)
     assert dry_run.returncode == 0, dry_run.stderr
     assert 'VLLM_API_KEY="$TIQU_ENGINE_API_KEY"' in dry_run.stdout
     assert ENGINE_KEY not in dry_run.stdout + dry_run.stderr
@@ -73,11 +79,13 @@ def test_the_engine_answers_only_the_gateway_key(
         21,
         f"vLLM started by `tiqu serve engine` with TIQU_ENGINE_API_KEY; {len(admin_calls)} of "
         "its /v1 routes (models, load/unload adapter, completions) called with no key, a wrong "
-        "key and the key without Bearer; gateways with and without the key",
+        "key and the key without Bearer; gateways with and without the key; the engine "
+        "started on 0.0.0.0 without a key",
         f"{len(refused)}/{len(refused)} calls answered {sorted(set(refused))}; the key accepted; "
         f"gateway with the key ready and extracting (200), without it /readyz {keyless_ready} "
         f"and /v1/extract {keyless_answer.status_code}; the key in no log and not in "
-        "`--dry-run`'s printed command",
+        "`--dry-run`'s printed command; `tiqu serve engine` on 0.0.0.0 without a key exits "
+        f"{open_engine.returncode} with one line",
     )
 
 
