@@ -1,15 +1,19 @@
 """The adapter registry in the object store: immutable versions, one promoted alias per name.
 
     adapters/<name>/<version>/adapter_model.safetensors, adapter_config.json   (peft format)
-    adapters/<name>/<version>/manifest.json     base model, data, hyperparameters, metrics
+    adapters/<name>/<version>/manifest.json     base model, data, hyperparameters, metrics,
+                                                sha256 of each adapter file, probe answer
     adapters/<name>/<version>/eval.json, report.md, *.png
+    adapters/<name>/<version>/promoted.json     the version was promoted once (when first)
     adapters/<name>/alias.json                  the promoted version
 
 A version number (v1, v2, ...) is claimed by an exclusive create of its `claim.json`, so two
 trainings never share one (a retried training finds its own claim again); its weights are written
 once, and `manifest.json` last: a version without a manifest is an unfinished registration that
-nothing lists or serves. Training writes
-here; serving reads the alias, lints what it loads and follows `adapter.promoted` events.
+nothing lists or serves. The manifest records the sha256 of every adapter file under its name
+(`files`) and one digest of them all (`adapter_sha256`): serving refuses a version whose files,
+weights or `adapter_config.json` alike, differ in any byte. Training writes here; serving reads
+the alias, verifies and lints what it loads, and follows `adapter.promoted` events.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import redis
 
 from shared.errors import ConflictError, InvalidInputError, NotFoundError
+from shared.normalize import normalize_value
 from shared.queue import publish_event
 from shared.schema import ExtractionSchema
 from shared.store import Layout, Store
@@ -39,11 +44,25 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
 MANIFEST_FILE = "manifest.json"
 CLAIM_FILE = "claim.json"
+PROMOTED_FILE = "promoted.json"
+# What vLLM loads: all of an adapter, hashed whole, downloaded alone into its serving folder.
 ADAPTER_FILES = (WEIGHTS_FILE, CONFIG_FILE)
 EVAL_FILE = "eval.json"
 # The extraction schema the adapter was trained on: serving prompts and constrains with it.
 SCHEMA_FILE = "schema.json"
 REPORT_FILE = "report.md"
+# A complaint with known values. Training records in the manifest (`probe`) the values its adapter
+# extracts right from it; serving loads a version only if the engine's answer repeats them.
+PROBE_COMPLAINT = (
+    "我叫王小明，电话13800138000，邮箱wxm@example.com，住北京市朝阳区建国路1号。"
+    "快递丢了，请尽快处理。"
+)
+PROBE_VALUES = {
+    "name": "王小明",
+    "phone": "13800138000",
+    "email": "wxm@example.com",
+    "address": "北京市朝阳区建国路1号",
+}
 # Weights a servable LoRA adapter must not carry: vLLM loads low-rank deltas of linear layers
 # only, never replaced embeddings or LM heads.
 FORBIDDEN_WEIGHTS = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out")
@@ -112,6 +131,37 @@ def file_sha256(path: Path) -> str:
         while block := handle.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
+
+
+def files_sha256(folder: Path) -> dict[str, str]:
+    """The sha256 of every file under `folder`, by its path relative to it."""
+    return {
+        path.relative_to(folder).as_posix(): file_sha256(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def files_digest(files: Mapping[str, str]) -> str:
+    """One sha256 over file names and their hashes: a changed, added, removed or renamed file
+    changes it."""
+    listing = "".join(f"{name}\t{sha256}\n" for name, sha256 in sorted(files.items()))
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+def integrity_problems(folder: Path, manifest: Mapping[str, Any]) -> list[str]:
+    """How the adapter in `folder` differs from the files its manifest recorded (empty: every
+    file identical, none missing and none added)."""
+    recorded: Mapping[str, str] = manifest.get("files") or {}
+    actual = files_sha256(folder)
+    problems = [
+        f"{name} hash {actual[name][:12]} does not match its manifest ({str(sha256)[:12]})"
+        for name, sha256 in sorted(recorded.items())
+        if name in actual and actual[name] != sha256
+    ]
+    problems += [f"{name} is missing" for name in sorted(set(recorded) - set(actual))]
+    problems += [f"{name} is not in its manifest" for name in sorted(set(actual) - set(recorded))]
+    return problems
 
 
 def safetensors_keys(path: Path) -> list[str]:
@@ -195,13 +245,13 @@ def register(
     """Store the adapter in `folder` as `name:version` (claimed before); returns its manifest.
 
     The manifest goes last, making the version visible. A registered version is never
-    overwritten: the same weights again return it, other weights are refused.
+    overwritten: the same adapter files again return it, other files are refused.
     """
-    weights_sha256 = file_sha256(folder / WEIGHTS_FILE)
+    files = {filename: file_sha256(folder / filename) for filename in ADAPTER_FILES}
     existing = load_manifest(store, name, version)
     if existing is not None:
-        if existing["weights_sha256"] != weights_sha256:
-            raise ConflictError(f"adapter {name}:{version} is registered with other weights")
+        if existing.get("adapter_sha256") != files_digest(files):
+            raise ConflictError(f"adapter {name}:{version} is registered with other files")
         return existing
     for filename in ADAPTER_FILES:
         store.write_bytes(Layout.adapter(name, version, filename), (folder / filename).read_bytes())
@@ -210,7 +260,9 @@ def register(
         **manifest,
         "name": name,
         "version": version,
-        "weights_sha256": weights_sha256,
+        "weights_sha256": files[WEIGHTS_FILE],
+        "files": files,
+        "adapter_sha256": files_digest(files),
         "created_at": datetime.now(UTC).isoformat(),
     }
     store.write_json(Layout.adapter(name, version, MANIFEST_FILE), full)
@@ -221,9 +273,25 @@ def register(
 def write_files(store: Store, name: str, version: str, files: Mapping[str, bytes]) -> None:
     """Add or refresh evaluation outputs of a version; its weights and manifest stay as they are."""
     for filename, data in files.items():
-        if filename in (*ADAPTER_FILES, MANIFEST_FILE, CLAIM_FILE) or "/" in filename:
+        if (
+            filename in (*ADAPTER_FILES, MANIFEST_FILE, CLAIM_FILE, PROMOTED_FILE)
+            or "/" in filename
+        ):
             raise ValueError(f"{filename} is not an evaluation output")
         store.write_bytes(Layout.adapter(name, version, filename), data)
+
+
+def probe_matches(fields: Mapping[str, Any], schema: ExtractionSchema) -> dict[str, str]:
+    """The fields of an answer to `PROBE_COMPLAINT` that hold its known value (compared after
+    the field's normalization, as evaluation compares)."""
+    matched = {}
+    for spec in schema.fields:
+        value, known = fields.get(spec.name), PROBE_VALUES.get(spec.name)
+        if not isinstance(value, str) or known is None:
+            continue
+        if normalize_value(value, spec.normalize) == normalize_value(known, spec.normalize):
+            matched[spec.name] = value
+    return matched
 
 
 def load_schema(store: Store, name: str, version: str) -> ExtractionSchema | None:
@@ -238,7 +306,8 @@ def schema_file(schema: ExtractionSchema) -> dict[str, bytes]:
 
 
 def download(store: Store, name: str, version: str, dest: Path) -> Path:
-    """The adapter files of `name:version` in `dest`, ready for peft or vLLM."""
+    """The adapter files of `name:version` in `dest`, ready for peft or vLLM (unverified: see
+    `integrity_problems`)."""
     dest.mkdir(parents=True, exist_ok=True)
     for filename in ADAPTER_FILES:
         (dest / filename).write_bytes(store.read_bytes(Layout.adapter(name, version, filename)))
@@ -246,9 +315,12 @@ def download(store: Store, name: str, version: str, dest: Path) -> Path:
 
 
 def promote(store: Store, name: str, version: str, *, reason: str) -> dict[str, Any]:
-    """Point the `name` alias at `version` and announce it (`adapter.promoted`)."""
+    """Point the `name` alias at `version`, mark the version as promoted once, and announce it
+    (`adapter.promoted`)."""
     if load_manifest(store, name, version) is None:
         raise NotFoundError(f"adapter {name}:{version} not found", param="version")
+    first = json.dumps({"promoted_at": datetime.now(UTC).isoformat(), "reason": reason})
+    store.create(Layout.adapter(name, version, PROMOTED_FILE), first.encode("utf-8"))
     previous = read_alias(store, name)
     alias = {
         "name": name,
@@ -265,6 +337,11 @@ def promote(store: Store, name: str, version: str, *, reason: str) -> dict[str, 
         # The alias in the store is the truth; subscribers that missed the event read it.
         log.warning("promotion event not published", extra={"error_class": type(exc).__name__})
     return alias
+
+
+def was_promoted(store: Store, name: str, version: str) -> bool:
+    """Whether `name:version` has been promoted (the alias may have moved on since)."""
+    return store.exists(Layout.adapter(name, version, PROMOTED_FILE))
 
 
 def regressions(

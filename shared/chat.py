@@ -19,8 +19,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from shared.prompts import student_target
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+    from shared.schema import ExtractionSchema
 
 Messages = Sequence[dict[str, str]]
 
@@ -82,6 +86,13 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> list[int]:
     """Token ids of the rendered prompt, as training and serving feed them to the model."""
     return encode_text(tokenizer, render_prompt(tokenizer, messages))
+
+
+def answer_budget(tokenizer: PreTrainedTokenizerBase, text: str, schema: ExtractionSchema) -> int:
+    """The tokens an answer about `text` may take: the text's own plus an all-null answer's.
+    Answers copy from the text, so only a model that rambles needs more."""
+    null_answer = encode_text(tokenizer, student_target({}, schema))
+    return len(encode_text(tokenizer, text)) + len(null_answer)
 
 
 def turn_end_token(tokenizer: PreTrainedTokenizerBase) -> str:

@@ -309,8 +309,11 @@ class Settings(BaseSettings):
     )
     serve_adapters: str = Field(
         "",
-        description="Adapter names the gateway serves, comma-separated (empty: every promoted "
-        "adapter in the registry). The first, or `TIQU_ADAPTER_NAME`, is the default.",
+        description="Adapters the gateway serves, comma-separated: `name` serves its promoted "
+        "version (no name listed: every promoted adapter in the registry), `name@v3` pins a "
+        "version that is served too when a request asks for it. The first name, or "
+        "`TIQU_ADAPTER_NAME`, is the default. Other versions than these and the ones promoted "
+        "before are refused (404).",
     )
     serve_max_text_chars: int = Field(
         4000, ge=1, description="Longest complaint text accepted by /v1/extract (longer: 413)."

@@ -140,8 +140,10 @@ def register(base: ResolvedModel) -> Callable[..., dict[str, Any]]:
     """Register (and by default promote) a LoRA folder in the test's store."""
     store = Store.from_settings()
 
-    def add(name: str, folder: Path, *, promote: bool = True) -> dict[str, Any]:
-        return register_lora(store, base, name, folder, promote=promote)
+    def add(
+        name: str, folder: Path, *, promote: bool = True, probe: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        return register_lora(store, base, name, folder, promote=promote, probe=probe)
 
     return add
 

@@ -120,13 +120,12 @@ def _response(result: Result, started: float) -> ExtractResponse:
     )
 
 
-async def _counted(route: str, adapter: str | None, work: Awaitable[list[Result]]) -> list[Result]:
-    """Count the request by route, status and adapter name (the one that answered, or the one
-    asked for when it failed)."""
+async def _counted(route: str, asked: str, work: Awaitable[list[Result]]) -> list[Result]:
+    """Count the request by route, status and adapter name (the one that answered, or `asked`,
+    the gateway's label for the one asked for, when it failed)."""
     try:
         results = await work
     except TiquError as exc:
-        asked = (adapter or "default").replace("@", ":").split(":")[0]
         EXTRACT_REQUESTS.labels(route, str(exc.status_code), asked).inc()
         raise
     EXTRACT_REQUESTS.labels(route, "200", results[0].adapter.split("@")[0]).inc()
@@ -151,7 +150,7 @@ async def extract(body: ExtractRequest, request: Request, gateway: GatewayDep) -
     started = time.perf_counter()
     results = await _counted(
         "/v1/extract",
-        body.adapter,
+        gateway.metric_label(body.adapter),
         cancel_on_disconnect(request, gateway.extract_many([body.text], body.adapter)),
     )
     return _response(results[0], started)
@@ -169,7 +168,7 @@ async def extract_batch(
     started = time.perf_counter()
     results = await _counted(
         "/v1/extract/batch",
-        body.adapter,
+        gateway.metric_label(body.adapter),
         cancel_on_disconnect(request, gateway.extract_many(body.texts, body.adapter)),
     )
     return ExtractBatchResponse(

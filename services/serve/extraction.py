@@ -13,9 +13,11 @@ invent).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared import adapters
 from shared.chat import encode_prompt
 from shared.cleaning import CleanedText
 from shared.json_scan import json_characters
@@ -77,6 +79,24 @@ def parse_answer(text: str, schema: ExtractionSchema, *, truncated: bool) -> Ans
         if name in partial and schema.value_fits(name, partial[name]):
             fields[name] = partial[name]
     return Answer(fields=fields, valid_json=False, truncated=truncated)
+
+
+def probe_problems(
+    answer: Answer, expected: Mapping[str, str], schema: ExtractionSchema
+) -> list[str]:
+    """Why an answer to the registry's probe complaint shows a version that does not extract as
+    it did when trained (empty: it does): an answer that is no JSON object of the schema, or a
+    value it extracted right then (`expected`) now missing or another."""
+    problems = []
+    if not answer.valid_json and not answer.truncated:
+        problems.append("the answer is no JSON object of its schema")
+    matched = adapters.probe_matches(answer.fields, schema)
+    problems += [
+        f"its {name} is not the complaint's, which it extracted when trained"
+        for name in expected
+        if name not in matched
+    ]
+    return problems
 
 
 def completed_members(text: str) -> dict[str, Any]:

@@ -29,9 +29,16 @@ from services.serve.engine_client import (
     EngineRejectedError,
     is_unknown_model,
 )
-from services.serve.extraction import Extraction, Prompter, check_grounding, parse_answer
-from services.serve.lifecycle import AdapterManager, ServedAdapter, version_key
-from shared.adapters import read_alias
+from services.serve.extraction import (
+    Extraction,
+    Prompter,
+    check_grounding,
+    parse_answer,
+    probe_problems,
+)
+from services.serve.lifecycle import AdapterIntegrityError, AdapterManager, ServedAdapter
+from shared.adapters import PROBE_COMPLAINT, read_alias
+from shared.chat import answer_budget
 from shared.cleaning import clean_with_offsets
 from shared.errors import (
     InvalidInputError,
@@ -87,10 +94,6 @@ CONSTRAINT_PROBE_SCHEMA = {"type": "string", "enum": [CONSTRAINT_PROBE_VALUE]}
 # e-mail fields depend on it) answers one of this form.
 FORMAT_PROBE_PATTERN = r"^tiqu-[0-9]{3}-[a-z]{2}$"
 FORMAT_PROBE_SCHEMA = {"type": "string", "pattern": FORMAT_PROBE_PATTERN}
-PROBE_TEXT = (
-    "我叫王小明，电话13800138000，邮箱wxm@example.com，住北京市朝阳区建国路1号。"
-    "快递丢了，请尽快处理。"
-)
 OVERLOAD_RETRY_AFTER_S = 1.0
 POLL_INTERVAL_S = 0.25
 RECONCILE_INTERVAL_S = 10.0
@@ -355,6 +358,14 @@ class Gateway:
             outcome = "null" if grounded is None else ("grounded" if grounded else "ungrounded")
             FIELD_OUTCOMES.labels(served.name, name, outcome).inc()
 
+    def metric_label(self, reference: str | None) -> str:
+        """The adapter a request is counted under: `default`, a name this gateway serves, or
+        `other`; a client's string never becomes a label value, so they stay few."""
+        if reference is None:
+            return "default"
+        name = reference.replace("/", ":").replace("@", ":").partition(":")[0]
+        return name if self.adapters is not None and self.adapters.serves_name(name) else "other"
+
     def _manager(self) -> AdapterManager:
         if self.adapters is None:
             raise UnavailableError("the gateway is starting", retry_after=ENGINE_RETRY_AFTER_S)
@@ -381,7 +392,7 @@ class Gateway:
     async def _probe_completion(self, schema: dict[str, Any]) -> str:
         completion = await self.engine.complete(
             BASE_MODEL_NAME,
-            self._probe_prompter.prompt_ids(PROBE_TEXT),
+            self._probe_prompter.prompt_ids(PROBE_COMPLAINT),
             schema=schema,
             max_tokens=32,
             stop_token_ids=self.stop_token_ids,
@@ -389,17 +400,25 @@ class Gateway:
         return completion.text
 
     async def _probe_adapter(self, served: ServedAdapter) -> None:
-        """One extraction through a freshly loaded version; it must come back as JSON."""
+        """The probe complaint through a freshly loaded version, with the token budget that
+        evaluation gave it: the answer must parse and repeat the values the version extracted
+        from it when it was trained (a changed configuration, base or template would not)."""
+        budget = answer_budget(served.prompter.tokenizer, PROBE_COMPLAINT, served.schema)
         completion = await self.engine.complete(
             served.lora_name,
-            served.prompter.prompt_ids(PROBE_TEXT),
+            served.prompter.prompt_ids(PROBE_COMPLAINT),
             schema=served.schema.decoding_schema(),
-            max_tokens=min(64, self.settings.serve_max_new_tokens),
+            max_tokens=min(budget, self.settings.serve_max_new_tokens),
             stop_token_ids=self.stop_token_ids,
         )
-        if not completion.text.lstrip().startswith("{"):
-            raise UnavailableError(
-                f"adapter {served.reference} answered the probe with no JSON object",
+        answer = parse_answer(
+            completion.text, served.schema, truncated=completion.finish_reason == "length"
+        )
+        problems = probe_problems(answer, served.probe_values, served.schema)
+        if problems:
+            raise AdapterIntegrityError(
+                f"adapter {served.reference} failed its probe extraction: " + "; ".join(problems),
+                param="adapter",
                 code="probe_failed",
             )
 
@@ -460,8 +479,7 @@ class Gateway:
 
     async def _on_promoted(self, name: str, version: str) -> None:
         manager = self._manager()
-        listed = [n.strip() for n in self.settings.serve_adapters.split(",") if n.strip()]
-        if listed and name not in listed:
+        if manager.policy.names and name not in manager.policy.names:
             return
         # The event only says "look again": the store this gateway serves from says which version
         # is promoted (events of another deployment sharing the Redis server may reach us too).
@@ -472,7 +490,7 @@ class Gateway:
                 extra={"adapter": name, "version": version},
             )
             return
-        manager.refused.discard(version_key(name, version))
+        manager.forget_refusal(name, version)
         try:
             await manager.activate(name, version)
         except TiquError as exc:

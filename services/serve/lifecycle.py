@@ -2,16 +2,24 @@
 
 For each served adapter name the gateway keeps an alias (name → version). Promoting a version:
 
-1. download it from the registry into a fresh folder and check its weights' sha256 against the
-   manifest, then lint it (rank, forbidden weights, trained on this very base model);
-2. load it into vLLM under an immutable name `<name>-<version>`;
-3. send it a probe extraction that must come back schema-valid;
+1. download it from the registry into a fresh folder and check the sha256 of each of its files
+   (weights and `adapter_config.json`) against the manifest, then lint it (rank, forbidden
+   weights, trained on this very base model);
+2. load it into vLLM under an immutable name `<name>-<version>-<hash>`;
+3. send it the registry's probe complaint: the answer must parse and repeat the values the
+   version extracted from it when it was trained;
 4. only then move the alias; the previous version is unloaded once its in-flight requests have
    drained (or after `TIQU_SERVE_DRAIN_TIMEOUT_S`).
 
 Any failure before step 4 unloads the new version and leaves the old one serving. Promotions
 arrive as `adapter.promoted` events; a periodic reconciliation with the registry's aliases and
 with the engine's loaded adapters catches missed events and an engine that restarted.
+
+A request may name a version (`name@v3`); it is served only if it is the promoted version of a
+served name, was promoted before (a batch job pinned it at submission), or is pinned in
+`TIQU_SERVE_ADAPTERS`. Anything else is refused before any download, lock or metric label. A
+version refused for what it is (hash, lint, probe) is remembered, so requests naming it are
+answered from memory until a promotion event names it again.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import logging
 import shutil
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,24 +54,55 @@ ADAPTER_LOADS = Counter(
 )
 
 
+# Refused versions remembered (the oldest forgotten first): each would otherwise be downloaded
+# and hashed again by every request naming it.
+REFUSED_LIMIT = 256
+
+
 class AdapterIntegrityError(InvalidInputError):
     """The stored adapter is not what its manifest says (truncated, tampered) or cannot serve."""
+
+
+@dataclass(frozen=True)
+class ServePolicy:
+    """`TIQU_SERVE_ADAPTERS`: the names whose promoted version is served (none listed: every
+    promoted name) and versions pinned as `name@v3`, served as well when asked for."""
+
+    names: tuple[str, ...]
+    pinned: frozenset[str]
+
+    @classmethod
+    def parse(cls, setting: str) -> ServePolicy:
+        names: list[str] = []
+        pinned: set[str] = set()
+        for entry in filter(None, (part.strip() for part in setting.split(","))):
+            name, version = adapters.parse_ref(entry)
+            if version is None:
+                names.append(name)
+            else:
+                pinned.add(version_key(name, version))
+        return cls(tuple(names), frozenset(pinned))
+
+    def pins(self, name: str) -> bool:
+        return any(key.partition("@")[0] == name for key in self.pinned)
 
 
 @dataclass
 class ServedAdapter:
     name: str
     version: str
-    weights_sha256: str
+    adapter_sha256: str
     folder: Path
     schema: ExtractionSchema
     prompter: Prompter
+    # What the version extracted right from the probe complaint when it was trained.
+    probe_values: dict[str, str] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     in_flight: int = 0
 
     @property
     def lora_name(self) -> str:
-        return engine_name(self.name, self.version, self.weights_sha256)
+        return engine_name(self.name, self.version, self.adapter_sha256)
 
     @property
     def reference(self) -> str:
@@ -73,10 +113,10 @@ def version_key(name: str, version: str) -> str:
     return f"{name}@{version}"
 
 
-def engine_name(name: str, version: str, weights_sha256: str) -> str:
-    """The name vLLM serves a version under: never reused for other weights (vLLM would serve a
-    cached adapter under a reused name), even if a registry is rebuilt."""
-    return f"{name}-{version}-{weights_sha256[:12]}"
+def engine_name(name: str, version: str, adapter_sha256: str) -> str:
+    """The name vLLM serves a version under: never reused for other adapter files (vLLM would
+    serve a cached adapter under a reused name), even if a registry is rebuilt."""
+    return f"{name}-{version}-{adapter_sha256[:12]}"
 
 
 Loader = Callable[[str, Path], Awaitable[None]]
@@ -105,28 +145,57 @@ class AdapterManager:
         self._load = load
         self._unload = unload
         self._probe = probe
+        self.policy = ServePolicy.parse(settings.serve_adapters)
         self.loaded: dict[str, ServedAdapter] = {}
         self.aliases: dict[str, str] = {}
+        # Locks and refusals exist only for versions that passed `check_servable`.
         self._locks: dict[str, asyncio.Lock] = {}
         self._prompters: dict[str, Prompter] = {}
-        # Versions that failed to load: reconciliation does not retry them, a new event does.
-        self.refused: set[str] = set()
+        self._promoted_before: set[str] = set()
+        # Versions refused for what they are (their message and code): neither requests nor
+        # reconciliation load them again; a promotion event naming one does.
+        self.refused: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
 
     # -- which adapters ------------------------------------------------------------------------
 
     def configured_names(self) -> list[str]:
-        listed = [n.strip() for n in self.settings.serve_adapters.split(",") if n.strip()]
-        promoted = [n for n in adapters.names(self.store) if adapters.read_alias(self.store, n)]
-        return listed or promoted
+        if self.policy.names:
+            return list(self.policy.names)
+        return [n for n in adapters.names(self.store) if adapters.read_alias(self.store, n)]
 
     def default_name(self) -> str | None:
-        """`TIQU_ADAPTER_NAME` when served, else the first configured name."""
-        listed = [n.strip() for n in self.settings.serve_adapters.split(",") if n.strip()]
-        if listed:
-            return listed[0]
+        """The first name listed in `TIQU_SERVE_ADAPTERS`, else `TIQU_ADAPTER_NAME` when served,
+        else the first served name."""
+        if self.policy.names:
+            return self.policy.names[0]
         if self.settings.adapter_name in self.aliases:
             return self.settings.adapter_name
         return next(iter(sorted(self.aliases)), None)
+
+    def serves_name(self, name: str) -> bool:
+        return name in self.aliases or self.policy.pins(name)
+
+    async def check_servable(self, name: str, version: str) -> None:
+        """Refuse a version this gateway does not serve (see the module doc), before anything is
+        downloaded or locked for it."""
+        key = version_key(name, version)
+        if key in self.policy.pinned or key in self._promoted_before:
+            return
+        if name in self.aliases:
+            if self.aliases[name] == version:
+                return
+            if await asyncio.to_thread(adapters.was_promoted, self.store, name, version):
+                self._promoted_before.add(key)
+                return
+        raise NotFoundError(
+            f"adapter {key} is not served here: only promoted versions of served adapters and "
+            "versions pinned in TIQU_SERVE_ADAPTERS are",
+            param="adapter",
+            code="adapter_not_served",
+        )
+
+    def forget_refusal(self, name: str, version: str) -> None:
+        self.refused.pop(version_key(name, version), None)
 
     def default_ready(self) -> bool:
         name = self.default_name()
@@ -150,7 +219,8 @@ class AdapterManager:
             version = self.aliases[name]
         served = self.loaded.get(version_key(name, version))
         if served is None:
-            # A pinned older or newer version (a batch job's, say) is loaded on demand.
+            # A pinned or formerly promoted version (a batch job's, say) is loaded on demand.
+            await self.check_servable(name, version)
             served = await self.ensure_loaded(name, version)
         served.in_flight += 1
         return served
@@ -204,19 +274,33 @@ class AdapterManager:
         key = version_key(name, version)
         if key in self.loaded:
             return self.loaded[key]
+        self._raise_if_refused(key)
         async with self._lock(f"load:{key}"):
             if key in self.loaded:
                 return self.loaded[key]
+            self._raise_if_refused(key)  # refused while this request waited for the lock
             try:
                 served = await self._load_version(name, version)
-            except Exception:
+            except Exception as exc:
                 ADAPTER_LOADS.labels(name, "failed").inc()
-                self.refused.add(key)
+                # An unreachable engine or a missing manifest may mend; a tampered file not.
+                if isinstance(exc, AdapterIntegrityError):
+                    self._refuse(key, exc)
                 raise
-            self.refused.discard(key)
             ADAPTER_LOADS.labels(name, "loaded").inc()
             self.loaded[key] = served
             return served
+
+    def _refuse(self, key: str, error: AdapterIntegrityError) -> None:
+        self.refused[key] = (error.message, error.code)
+        self.refused.move_to_end(key)
+        while len(self.refused) > REFUSED_LIMIT:
+            self.refused.popitem(last=False)
+
+    def _raise_if_refused(self, key: str) -> None:
+        if key in self.refused:
+            message, code = self.refused[key]
+            raise AdapterIntegrityError(message, param="adapter", code=code)
 
     async def _load_version(self, name: str, version: str) -> ServedAdapter:
         manifest = await asyncio.to_thread(adapters.load_manifest, self.store, name, version)
@@ -226,10 +310,11 @@ class AdapterManager:
         served = ServedAdapter(
             name=name,
             version=version,
-            weights_sha256=manifest["weights_sha256"],
+            adapter_sha256=manifest["adapter_sha256"],
             folder=folder,
             schema=schema,
             prompter=self._prompter(schema),
+            probe_values=dict(manifest.get("probe") or {}),
         )
         await self._load(served.lora_name, folder)
         try:
@@ -242,16 +327,24 @@ class AdapterManager:
 
     def _fetch(self, name: str, version: str, manifest: dict) -> tuple[Path, ExtractionSchema]:
         """Download, verify and lint one version into its own folder under TIQU_ADAPTER_DIR."""
+        if not manifest.get("files") or not manifest.get("adapter_sha256"):
+            raise AdapterIntegrityError(
+                f"adapter {name}:{version} was registered with a hash of its weights only: its "
+                "adapter_config.json cannot be verified, so it is not served; register it again",
+                param="adapter",
+                code="integrity_unknown",
+            )
         root = Path(self.settings.adapter_dir).resolve()
-        final = root / engine_name(name, version, str(manifest.get("weights_sha256")))
+        final = root / engine_name(name, version, manifest["adapter_sha256"])
         scratch = root / f".{final.name}-{uuid.uuid4().hex[:8]}"
         try:
             adapters.download(self.store, name, version, scratch)
-            actual = adapters.file_sha256(scratch / adapters.WEIGHTS_FILE)
-            if actual != manifest.get("weights_sha256"):
+            mismatches = adapters.integrity_problems(scratch, manifest)
+            if mismatches:
                 raise AdapterIntegrityError(
-                    f"adapter {name}:{version} weights hash {actual[:12]} does not match its "
-                    f"manifest ({str(manifest.get('weights_sha256'))[:12]}): refusing to serve it",
+                    f"adapter {name}:{version} is not the one registered: "
+                    + "; ".join(mismatches)
+                    + ": refusing to serve it",
                     param="adapter",
                     code="hash_mismatch",
                 )

@@ -18,9 +18,10 @@ import torch
 from transformers import GenerationConfig
 
 from services.train.data import EvalSet, Example
-from services.train.scoring import score
-from shared.chat import encode_prompt, encode_text
-from shared.prompts import student_target
+from services.train.scoring import parse_answer, score
+from shared import adapters
+from shared.chat import answer_budget, encode_prompt
+from shared.prompts import student_messages
 from shared.schema import ExtractionSchema
 
 if TYPE_CHECKING:
@@ -57,8 +58,7 @@ def generate_answers(
 ) -> list[str]:
     """The model's answer to each example, in order (prompts of similar length batched)."""
     prompts = [encode_prompt(tokenizer, e.messages) for e in examples]
-    null_answer = len(encode_text(tokenizer, student_target({}, schema)))
-    budgets = [len(encode_text(tokenizer, e.text)) + null_answer for e in examples]
+    budgets = [answer_budget(tokenizer, e.text, schema) for e in examples]
     order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))
     answers = [""] * len(examples)
     device = next(model.parameters()).device
@@ -121,6 +121,16 @@ class Evaluator:
                     entry["base"] = self.scores(eval_set, "eval base")
             results[eval_set.name] = entry
         return results
+
+    def probe_values(self) -> dict[str, str]:
+        """The values the adapter extracts right from the registry's probe complaint: serving
+        loads this version only if the engine answers them again."""
+        messages = tuple(student_messages(adapters.PROBE_COMPLAINT, self.schema))
+        probe = Example("probe", messages, target="", label={})
+        [answer] = generate_answers(
+            self.model, self.tokenizer, [probe], self.generation, self.schema
+        )
+        return adapters.probe_matches(parse_answer(answer) or {}, self.schema)
 
     def scores_of_other(self, folder: Path, eval_set: EvalSet) -> dict[str, Any]:
         """Scores of another adapter (e.g. the promoted one) loaded beside this one for a while."""

@@ -148,6 +148,7 @@ def run_training(
         "hyperparameters": params.model_dump(),
         "training": training,
         "metrics": primary_metrics(document, run.run_id),
+        "probe": evaluator.probe_values(),
         "lint": "passed",
     }
     on_stage("register", 0, 1)

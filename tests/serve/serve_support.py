@@ -40,15 +40,23 @@ def build_lora(base: Path, out: Path, *, seed: int, rank: int = 8, scale: float 
 
 
 def register_lora(
-    store: Store, base: ResolvedModel, name: str, folder: Path, *, promote: bool = True
+    store: Store,
+    base: ResolvedModel,
+    name: str,
+    folder: Path,
+    *,
+    promote: bool = True,
+    probe: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Register `folder` as the next version of `name` (and promote it) like a training does."""
+    """Register `folder` as the next version of `name` (and promote it) like a training does;
+    `probe`: the values it extracted right from the probe complaint (none by default)."""
     version = adapters.claim_version(store, name, f"tr-test-{folder.name}")
     manifest = {
         "train_run_id": f"tr-test-{folder.name}",
         "schema_version": get_schema().version,
         "base_model": {k: v for k, v in base.describe().items() if k != "path"},
         "metrics": {},
+        "probe": probe or {},
         "lint": "passed",
     }
     registered = adapters.register(store, name, version, folder, manifest, {})
