@@ -57,6 +57,9 @@ def error_json(
 # TIQU_MAX_UPLOAD_MB instead, and spooled to disk as they arrive.
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
+# What a client refused for too many uploads at once waits: about the time of an upload.
+UPLOAD_RETRY_AFTER_S = 5
+
 # Routes anyone may call: liveness, readiness, metrics for the scraper, and the API description.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"})
 # Where an operation of /openapi.json names the scope its key needs.
@@ -211,43 +214,70 @@ class BodyTooLargeError(StarletteHTTPException):
 
 
 class BodySizeLimit:
-    """Refuse request bodies above the route's limit with 413 before reading them whole.
+    """Refuse request bodies above the route's limit with 413 before reading them whole, and
+    uploads beyond `max_uploads` at once with 429.
 
     Routes that take a file (a form body) may receive `max_upload_bytes`, which the multipart
     parser spools to disk; every other route reads its body into memory, so it gets the small
     `max_body_bytes`. A declared Content-Length is checked up front; a chunked body is counted as
-    it streams in and cut off at the limit, so a huge upload never fills memory or disk.
+    it streams in and cut off at the limit, so a huge upload never fills memory or disk. Each
+    upload holds its slot until it is answered, so disk and threads stay bounded too.
     """
 
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int, router: Router
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_upload_bytes: int,
+        max_uploads: int,
+        router: Router,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.max_uploads = max_uploads
+        self.uploads = 0
         self.router = router
-        self._limits: dict[int, int] = {}
+        self._takes_file: dict[int, bool] = {}
 
-    def limit_for(self, scope: Scope) -> int:
-        """The limit of the route `scope` goes to (no route: the small one)."""
+    def takes_file(self, scope: Scope) -> bool:
+        """Whether the route `scope` goes to takes a file (a form body)."""
         route = _matched_route(self.router, scope)
         if not isinstance(route, APIRoute):
-            return self.max_body_bytes
-        if id(route) not in self._limits:
+            return False
+        if id(route) not in self._takes_file:
             field = route.body_field
             form = field is not None and isinstance(field.field_info, params.Form)
-            self._limits[id(route)] = self.max_upload_bytes if form else self.max_body_bytes
-        return self._limits[id(route)]
+            self._takes_file[id(route)] = form
+        return self._takes_file[id(route)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope)
+        upload = self.takes_file(scope)
+        limit = self.max_upload_bytes if upload else self.max_body_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._refuse(limit, scope, receive, send)
             return
+        if not upload:
+            await self._limited(limit, scope, receive, send)
+            return
+        if self.uploads >= self.max_uploads:
+            response = error_json(
+                429, f"{self.max_uploads} uploads in progress; try again later", "overloaded"
+            )
+            response.headers["Retry-After"] = str(UPLOAD_RETRY_AFTER_S)
+            await response(scope, receive, send)
+            return
+        self.uploads += 1  # no await since the check: no other request in between
+        try:
+            await self._limited(limit, scope, receive, send)
+        finally:
+            self.uploads -= 1
+
+    async def _limited(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
         response_started = False
 
@@ -437,6 +467,7 @@ def create_app(
         BodySizeLimit,
         max_body_bytes=max_body_bytes,
         max_upload_bytes=get_settings().max_upload_mb * 1024 * 1024,
+        max_uploads=get_settings().max_concurrent_uploads,
         router=app.router,
     )
     instrument_app(app, service)

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest accepted request body; bigger uploads get 413 before being read.",
     )
+    max_concurrent_uploads: int = Field(
+        4,
+        ge=1,
+        description="Uploads one API process receives at once (each is spooled to disk, up to "
+        "TIQU_MAX_UPLOAD_MB); more get 429 with Retry-After.",
+    )
     worker_metrics_port: int = Field(
         0,
         ge=0,
@@ -89,6 +95,24 @@ class Settings(BaseSettings):
         ge=0,
         le=64,
         description="Threads for vectorized cleaning and hashing (0: usable CPUs, at most 8).",
+    )
+    ingest_max_rows: int = Field(
+        5_000_000,
+        ge=1,
+        description="Most rows an export (ingest or batch) may have; more is refused with 413 "
+        "`too_many_rows`, counted before or while parsing, never after.",
+    )
+    ingest_max_cells: int = Field(
+        50_000_000,
+        ge=1,
+        description="Most cells (rows x columns read) an export may have; more is refused with "
+        "413 `too_many_cells`.",
+    )
+    ingest_max_decompressed_mb: int = Field(
+        1024,
+        ge=1,
+        description="Most MiB an XLSX may inflate to (its zip directory's sizes) or a Parquet "
+        "file's columns may decode to; more is refused with 413 `decompressed_too_large`.",
     )
 
     # Teacher (distill)

@@ -1,10 +1,12 @@
 """The ingest REST API: upload an export, follow the dataset it becomes.
 
-Run with `tiqu api ingest`. Uploads are checked completely (format, encoding, text column) before
-anything is stored, so a bad file gets a 4xx and leaves the store untouched; the cleaning itself
-runs on the `ingest` Celery queue. Uploading the same file again is safe: a ready dataset answers
-200, a queued or live one 202 as it is, and a failed one, or one whose worker died (its lease
-lapsed), is queued again.
+Run with `tiqu api ingest`. An upload is checked without being parsed (format, encoding, header
+and text column, nesting, the sizes and rows its zip directory or Parquet footer declare), so most
+bad files get a 4xx and leave the store untouched; it is spooled to disk and copied to the store
+in parts, never held whole. Parsing it, under the TIQU_INGEST_MAX_* limits, and cleaning it run on
+the `ingest` Celery queue: what no header shows fails the dataset with the same error codes.
+Uploading the same file again is safe: a ready dataset answers 200, a queued or live one 202 as
+it is, and a failed one, or one whose worker died (its lease lapsed), is queued again.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 
-from services.ingest.pipeline import IngestOptions, dataset_id_for, load_manifest, sha256_hex
+from services.ingest.pipeline import IngestOptions, dataset_id_for, load_manifest
 from services.ingest.protocol import DatasetCounts, DatasetList, DatasetPublic
 from services.ingest.tasks import ingest_dataset
 from shared.api import KeyScope, create_app, scoped_route
 from shared.errors import NotFoundError, PayloadTooLargeError, UnavailableError, error_responses
 from shared.jobs import JobState, enqueue, load_status, needs_worker
 from shared.store import Layout, Store
-from shared.tables import ExportFileError, read_export
+from shared.tables import ExportFileError
+from shared.uploads import store_upload
 
 log = logging.getLogger(__name__)
 
@@ -85,39 +88,34 @@ async def create_dataset(
     sheet: Annotated[str | None, Form(max_length=256)] = None,
 ) -> JSONResponse:
     filename = file.filename or "upload"
-    data = await file.read()
     options = IngestOptions.from_settings(text_column=text_column or None, sheet=sheet or None)
     try:
-        await run_in_threadpool(
-            read_export, data, filename, text_column=options.text_column, sheet=options.sheet
+        upload = await run_in_threadpool(
+            store_upload, store, file.file, filename, text_column=options.text_column
         )
     except ExportFileError:
         UPLOADS.labels("rejected").inc()
         raise
-    source_sha = sha256_hex(data)
-    dataset_id = dataset_id_for(source_sha, options)
+    dataset_id = dataset_id_for(upload.sha256, options)
     status_key = Layout.dataset_status(dataset_id)
     status = load_status(store, status_key)
     if load_manifest(store, dataset_id) is not None:
         UPLOADS.labels("reused").inc()
         return JSONResponse(_public(store, dataset_id).model_dump(mode="json"), status_code=200)
     if needs_worker("ingest", dataset_id, status.state if status else None):
-        raw_key = Layout.raw(source_sha, filename)
-        if not store.exists(raw_key):
-            await run_in_threadpool(store.write_bytes, raw_key, data)
         enqueue(
             store,
             status_key,
             ingest_dataset,
             kwargs={
                 "dataset_id": dataset_id,
-                "raw_key": raw_key,
+                "raw_key": upload.key,
                 "filename": filename,
                 "options": options.to_dict(),
             },
             task_id=f"ingest-{dataset_id}",
         )
-        UPLOAD_BYTES.inc(len(data))
+        UPLOAD_BYTES.inc(upload.size)
     UPLOADS.labels("accepted").inc()
     return JSONResponse(_public(store, dataset_id).model_dump(mode="json"), status_code=202)
 

@@ -56,8 +56,9 @@ from shared.errors import (
 )
 from shared.jobs import JobState, enqueue, load_status, needs_worker
 from shared.settings import get_settings
-from shared.store import Store
+from shared.store import Layout, Store
 from shared.tables import ExportFileError
+from shared.uploads import check_stored, store_upload
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,16 @@ async def create_batch(
         raise InvalidInputError("send either a file or a store_key", param="file")
     if file is not None:
         filename = file.filename or "upload"
-        data = await file.read()
+        source = await run_in_threadpool(
+            functools.partial(
+                store_upload,
+                store,
+                file.file,
+                filename,
+                text_column=text_column or None,
+                key_for=Layout.batch_upload,
+            )
+        )
     else:
         assert store_key is not None
         if not is_batch_upload(store_key):
@@ -271,23 +281,26 @@ async def create_batch(
         if not await run_in_threadpool(store.exists, store_key):
             raise NotFoundError(f"no file {store_key!r} in the store", param="store_key")
         filename = store_key.rsplit("/", 1)[-1]
-        data = await run_in_threadpool(store.read_bytes, store_key)
+        source = await run_in_threadpool(
+            functools.partial(check_stored, store, store_key, text_column=text_column or None)
+        )
     request = await run_in_threadpool(
         functools.partial(
             new_request,
             store,
-            data,
+            source,
             filename,
             adapter=adapter,
             default_adapter=get_settings().adapter_name,
             text_column=text_column or None,
             sheet=sheet or None,
-            store_key=store_key,
         )
     )
     job_id = request.job_id()
     status = load_status(store, status_key(job_id))
-    if status is not None and not needs_worker("batch", job_id, status.state):
+    if status is not None and not await run_in_threadpool(
+        needs_worker, "batch", job_id, status.state
+    ):
         code = 200 if status.state == JobState.READY else 202
         return JSONResponse(_batch_public(store, job_id).model_dump(mode="json"), code)
     store.write_json(request_key(job_id), request.to_dict())

@@ -31,6 +31,7 @@ from shared.schema import get_schema
 from shared.settings import Settings
 from shared.store import Layout, Store
 from shared.tables import ExportRecords, read_export
+from shared.uploads import Upload
 
 PIPELINE_VERSION = "1"
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -58,30 +59,21 @@ class BatchRequest:
 
 def new_request(
     store: Store,
-    data: bytes,
+    source: Upload,
     filename: str,
     *,
     adapter: str | None,
     default_adapter: str,
     text_column: str | None = None,
     sheet: str | None = None,
-    store_key: str | None = None,
 ) -> BatchRequest:
-    """Check an export and describe its job: adapter pinned to a version, source in the store.
-
-    Raises ExportFileError for an unreadable file and NotFoundError for an unknown adapter,
-    before anything is written.
-    """
-    read_export(data, filename, text_column=text_column, sheet=sheet)
+    """Describe the job of an export checked and stored by `shared.uploads` (parsing it is the
+    worker's): the adapter pinned to a version. Raises NotFoundError for an unknown adapter."""
     manifest = adapters.resolve(store, adapter or default_adapter)
-    source_sha = hashlib.sha256(data).hexdigest()
-    source_key = store_key or Layout.batch_upload(source_sha, filename)
-    if not store.exists(source_key):
-        store.write_bytes(source_key, data)
     return BatchRequest(
-        source_key=source_key,
+        source_key=source.key,
         filename=filename,
-        source_sha256=source_sha,
+        source_sha256=source.sha256,
         # One version for the whole job: a promotion mid-way must not mix two.
         adapter=f"{manifest['name']}@{manifest['version']}",
         schema_version=get_schema().version,

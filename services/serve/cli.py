@@ -19,7 +19,8 @@ from shared.console import StageProgress, console, fail, friendly_errors
 from shared.logging import configure_logging
 from shared.models import resolve_base_model
 from shared.settings import get_settings
-from shared.store import Store
+from shared.store import Layout, Store
+from shared.uploads import store_upload
 
 serve_app = typer.Typer(help="Run the inference engine (vLLM).", no_args_is_help=True)
 
@@ -115,9 +116,13 @@ def batch_command(
     if not file.is_file():
         raise fail(f"{file} does not exist")
     store = Store.from_settings(settings)
+    with file.open("rb") as handle:
+        source = store_upload(
+            store, handle, file.name, text_column=text_column, key_for=Layout.batch_upload
+        )
     request = new_request(
         store,
-        file.read_bytes(),
+        source,
         file.name,
         adapter=adapter,
         default_adapter=settings.adapter_name,

@@ -197,3 +197,47 @@ def send_raw(
         if sampler:
             sampler.join()
         sock.close()
+
+
+class PeakRss:
+    """The largest resident memory of a process, or of any one of its children (a Celery
+    worker's pool), sampled every 20 ms while the `with` block runs. A process that passes
+    `kill_above` is killed at once: a regression then fails its test instead of taking the
+    machine's memory."""
+
+    def __init__(self, pid: int, kill_above: int | None = None) -> None:
+        self.root = psutil.Process(pid)
+        self.kill_above = kill_above
+        self.peak = 0
+        self.killed = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _rss(self, process: psutil.Process) -> int:
+        try:
+            return process.memory_info().rss
+        except psutil.NoSuchProcess:
+            return 0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for process in processes:
+                rss = self._rss(process)
+                self.peak = max(self.peak, rss)
+                if self.kill_above is not None and rss > self.kill_above:
+                    self.killed = True
+                    process.kill()
+            time.sleep(0.02)
+
+    def __enter__(self) -> PeakRss:
+        self.peak = max(self._rss(p) for p in [self.root, *self.root.children(recursive=True)])
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
