@@ -540,6 +540,10 @@ def _jsonl_records(lines: list[bytes]) -> list[dict[str, Any]]:
             raise ExportFileError(
                 f"malformed JSONL at line {number}: {exc.msg}", param="file", code="malformed_file"
             ) from exc
+        except ValueError as exc:  # a number of more digits than Python converts
+            raise ExportFileError(
+                f"malformed JSONL at line {number}: {exc}", param="file", code="malformed_file"
+            ) from exc
         if not isinstance(value, dict):
             raise ExportFileError(
                 f"JSONL line {number} is not an object", param="file", code="malformed_file"
@@ -611,7 +615,7 @@ def _open_parquet(handle: IO[bytes], read_dictionary: list[str] | None = None) -
     handle.seek(0)
     try:
         return pq.ParquetFile(handle, read_dictionary=read_dictionary)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise _corrupt_parquet() from exc
 
 
@@ -621,7 +625,10 @@ def _parquet_columns(
     """The columns to read (text, and id if any), once the footer's row count and the declared
     decoded size of those columns are within the limits."""
     metadata = parquet.metadata
-    names = [str(n) for n in parquet.schema_arrow.names]
+    try:
+        names = [str(n) for n in parquet.schema_arrow.names]
+    except (pa.ArrowException, ValueError) as exc:  # a stored Arrow schema that is not one
+        raise _corrupt_parquet() from exc
     text_col = _text_column(names, text_column)
     id_col = detect_column(names, ID_COLUMN_NAMES, None)
     wanted = [text_col] + ([id_col] if id_col not in (None, text_col) else [])
@@ -680,7 +687,7 @@ def _read_parquet(data: bytes, text_column: str | None, limits: ExportLimits) ->
                     names=batch.schema.names,
                 )
             )
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise _corrupt_parquet() from exc
     if not batches:
         return pa.table({name: pa.array([], pa.string()) for name in wanted})

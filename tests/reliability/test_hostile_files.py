@@ -433,3 +433,13 @@ def test_files_within_the_limits_still_read() -> None:
     ]:
         check_export(io.BytesIO(data), filename, limits=SMALL)
         assert read_export(data, filename, limits=SMALL).table.num_rows == 50, filename
+
+
+def test_a_number_of_more_digits_than_python_converts_is_a_malformed_line() -> None:
+    data = b'{"text": "' + TEXT.encode() + b'", "n": ' + b"1" * 5000 + b"}\n"
+    with pytest.raises(ExportFileError) as refused:
+        read_export(data, "x.jsonl")
+    assert refused.value.code == "malformed_file"
+    with pytest.raises(ExportFileError) as refused:
+        check_export(io.BytesIO(data), "x.jsonl")
+    assert refused.value.code == "malformed_file"
