@@ -525,9 +525,11 @@ def _check_jsonl_line(line: bytes, number: int) -> None:
         )
 
 
-def _jsonl_records(lines: list[bytes]) -> list[dict[str, Any]]:
-    """The objects of complete JSONL lines (numbered from 1), blank lines skipped."""
-    records = []
+def _jsonl_records(lines: list[bytes], limits: ExportLimits) -> list[dict[str, Any]]:
+    """The objects of complete JSONL lines (numbered from 1), blank lines skipped, counted as
+    they are parsed."""
+    records: list[dict[str, Any]] = []
+    cells = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -549,10 +551,15 @@ def _jsonl_records(lines: list[bytes]) -> list[dict[str, Any]]:
                 f"JSONL line {number} is not an object", param="file", code="malformed_file"
             )
         records.append(value)
+        cells += len(value)
+        limits.check_rows(len(records))
+        limits.check_cells(cells)
     return records
 
 
-def _check_jsonl_head(head: bytes, whole: bool, text_column: str | None) -> None:
+def _check_jsonl_head(
+    head: bytes, whole: bool, text_column: str | None, limits: ExportLimits
+) -> None:
     """The first lines of a JSONL: objects, not nested too deep, one of them with a text field.
 
     The last line of a cut head is only measured (a line longer than the head: its start)."""
@@ -560,7 +567,7 @@ def _check_jsonl_head(head: bytes, whole: bool, text_column: str | None) -> None
     complete, _, rest = (head, b"", b"") if whole else head.rpartition(b"\n")
     lines = complete.split(b"\n")
     _check_jsonl_line(rest, len(lines) + 1)
-    records = _jsonl_records(lines)
+    records = _jsonl_records(lines, limits)
     if not records:
         if whole:
             raise ExportFileError("the file is empty", param="file", code="empty_file")
@@ -570,12 +577,10 @@ def _check_jsonl_head(head: bytes, whole: bool, text_column: str | None) -> None
 
 def _read_jsonl(data: bytes, limits: ExportLimits) -> pa.Table:
     lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
-    limits.check_rows(sum(1 for line in lines if line.strip()))
-    rows = _jsonl_records(lines)
-    del lines
+    rows = _jsonl_records(lines, limits)
+    del lines  # a copy of the file, not needed to build the table
     if not rows:
         raise ExportFileError("the file is empty", param="file", code="empty_file")
-    limits.check_cells(sum(len(row) for row in rows))
     frame = pd.DataFrame.from_records(rows)
     return pa.Table.from_pandas(_as_text(frame), preserve_index=False)
 
@@ -746,7 +751,7 @@ def check_export(
         if fmt == "csv":
             _check_csv_head(head, len(head) == size, text_column)
         else:
-            _check_jsonl_head(head, len(head) == size, text_column)
+            _check_jsonl_head(head, len(head) == size, text_column, limits)
     handle.seek(0)
 
 
