@@ -12,13 +12,16 @@ import time
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cache
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import redis
+from kombu.exceptions import OperationalError
 from pydantic import BaseModel, Field
 
 from shared.errors import UnavailableError
-from shared.queue import redis_client
+from shared.queue import app, redis_client
 from shared.store import Store
 
 if TYPE_CHECKING:
@@ -56,6 +59,40 @@ def enqueue(
         raise UnavailableError("the task queue is unreachable; try again later") from exc
 
 
+def settle_failure(task: Task, store: Store, status_key: str, exc: Exception) -> JobState:
+    """Record what an exception that a job's task did not handle means, for the task to raise it
+    next (Celery then logs it, and retries it if it is one of the task's `autoretry_for`):
+    `queued` while Celery will retry the task, else `failed` with a generic message and code (an
+    exception's text may quote a complaint). No job is left `running` with nobody running it, and
+    a resubmission queues a failed one again. Returns the state recorded."""
+    error_class = type(exc).__name__
+    if isinstance(exc, task.autoretry_for) and task.request.retries < task.max_retries:
+        log.warning("job task will be retried", extra={"error_class": error_class})
+        status = JobStatus(state=JobState.QUEUED)
+    elif isinstance(exc, task.autoretry_for):
+        log.error("job task retries exhausted", extra={"error_class": error_class})
+        status = JobStatus(
+            state=JobState.FAILED,
+            error=f"the store or the queue kept failing ({error_class}) after "
+            f"{task.request.retries} retries; see the worker log",
+            error_code="retries_exhausted",
+        )
+    else:
+        log.error("job task failed", extra={"error_class": error_class})
+        status = JobStatus(
+            state=JobState.FAILED,
+            error=f"internal error ({error_class}); see the worker log",
+            error_code="internal",
+        )
+    try:
+        save_status(store, status_key, status)
+    except Exception:
+        # The store itself is away: the job stays `running` without a lease, which a
+        # resubmission queues again.
+        log.exception("cannot record the job's failure", extra={"status_key": status_key})
+    return status.state
+
+
 def save_status(store: Store, key: str, status: JobStatus) -> None:
     store.write_json(key, status.model_dump(mode="json"))
 
@@ -76,12 +113,72 @@ _RELEASE = (
 )
 
 
+# A message is briefly in none of the places `message_lost` looks: between a worker popping it
+# from its queue's list and recording it as unacknowledged, and between an API writing a job's
+# status and sending it. A message not found is looked for once more after this pause.
+LOST_RECHECK_S = 1.0
+# Whether anything in Redis stands behind a job: its lease, or its task's message waiting in the
+# queue's lists or delivered to a worker and not acknowledged yet. One script, so that all are
+# seen at one instant, and no message leaves Redis. KEYS: the lease, the hash of unacknowledged
+# messages, the queue's lists; ARGV[1]: the task id, quoted as it stands in a message's JSON.
+_TASK_IN_REDIS = """
+if redis.call('exists', KEYS[1]) == 1 then return 1 end
+for _, message in ipairs(redis.call('hvals', KEYS[2])) do
+  if string.find(message, ARGV[1], 1, true) then return 1 end
+end
+for i = 3, #KEYS do
+  local size = redis.call('llen', KEYS[i])
+  for first = 0, size - 1, 1000 do
+    for _, message in ipairs(redis.call('lrange', KEYS[i], first, first + 999)) do
+      if string.find(message, ARGV[1], 1, true) then return 1 end
+    end
+  end
+end
+return 0
+"""
+
+
 def needs_worker(kind: str, job_id: str, state: JobState | None) -> bool:
     """Whether nobody is (or will be) working on a job, so submitting it must queue it: never
-    queued, failed, or marked running by a worker that died (its lease lapsed)."""
+    queued, failed, marked running by a worker that died (its lease lapsed), or marked queued
+    with its message lost (a flushed or purged Redis). May pause LOST_RECHECK_S: call it from a
+    thread, not an event loop."""
     if state is None or state == JobState.FAILED:
         return True
-    return state == JobState.RUNNING and not job_lease_held(kind, job_id)
+    if state == JobState.RUNNING:
+        return not job_lease_held(kind, job_id)
+    return state == JobState.QUEUED and message_lost(kind, job_id)
+
+
+def message_lost(kind: str, job_id: str) -> bool:
+    """Whether Redis holds nothing of a queued job: no message of its task (`<kind>-<job id>`)
+    in its queue, none delivered to a worker and unacknowledged, and no lease."""
+    unacked_key, queue_keys = _broker_keys(kind)
+    keys = [lease_key(kind, job_id), unacked_key, *queue_keys]
+    needle = f'"{kind}-{job_id}"'
+    try:
+        for look in range(2):
+            if look:
+                time.sleep(LOST_RECHECK_S)
+            if redis_client().eval(_TASK_IN_REDIS, len(keys), *keys, needle):
+                return False
+    except redis.RedisError as exc:
+        raise UnavailableError("the task queue is unreachable; try again later") from exc
+    log.warning("queued job without a message", extra={"kind": kind, "job_id": job_id})
+    return True
+
+
+@cache
+def _broker_keys(queue: str) -> tuple[str, tuple[str, ...]]:
+    """The Redis keys of the broker's unacknowledged messages and of `queue`'s lists (one per
+    priority), as the Celery app's transport names them."""
+    try:
+        with app.connection_for_read() as connection:
+            channel: Any = connection.default_channel
+            lists = dict.fromkeys(channel._q_for_pri(queue, p) for p in channel.priority_steps)
+            return str(channel.unacked_key), tuple(lists)
+    except OperationalError as exc:
+        raise UnavailableError("the task queue is unreachable; try again later") from exc
 
 
 def lease_key(kind: str, job_id: str) -> str:

@@ -18,7 +18,7 @@ from prometheus_client import Counter, Histogram
 from services.distill.prompt import ExtractionPrompt
 from services.distill.run import DistillOptions, RunProgress, run_distill, run_id_for
 from shared.errors import TiquError
-from shared.jobs import JobLease, JobState, JobStatus, save_status
+from shared.jobs import JobLease, JobState, JobStatus, save_status, settle_failure
 from shared.queue import app, publish_event
 from shared.schema import get_schema
 from shared.store import Layout, Store, StoreError
@@ -104,6 +104,10 @@ def distill_run(
             DISTILL_RUNS.labels("failed").inc()
             log.warning("distill run failed", extra={"run_id": run_id, "error_code": exc.code})
             return {"run_id": run_id, "state": JobState.FAILED.value, "error": exc.message}
+        except Exception as exc:
+            if settle_failure(self, store, key, exc) == JobState.FAILED:
+                DISTILL_RUNS.labels("failed").inc()
+            raise
     counts = result.manifest["counts"]
     if not result.reused:
         record_metrics(result.manifest)

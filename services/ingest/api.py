@@ -102,7 +102,9 @@ async def create_dataset(
     if load_manifest(store, dataset_id) is not None:
         UPLOADS.labels("reused").inc()
         return JSONResponse(_public(store, dataset_id).model_dump(mode="json"), status_code=200)
-    if needs_worker("ingest", dataset_id, status.state if status else None):
+    if await run_in_threadpool(
+        needs_worker, "ingest", dataset_id, status.state if status else None
+    ):
         enqueue(
             store,
             status_key,

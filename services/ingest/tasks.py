@@ -12,8 +12,8 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from services.ingest.pipeline import IngestOptions, ingest_bytes
-from shared.errors import InvalidInputError
-from shared.jobs import JobLease, JobState, JobStatus, save_status
+from shared.errors import TiquError
+from shared.jobs import JobLease, JobState, JobStatus, save_status, settle_failure
 from shared.queue import app, publish_event
 from shared.store import Layout, Store, StoreError
 
@@ -67,7 +67,9 @@ def ingest_dataset(
             result = ingest_bytes(
                 store.read_bytes(raw_key), filename, IngestOptions(**options), store
             )
-        except InvalidInputError as exc:
+            if result.dataset_id != dataset_id:
+                raise RuntimeError("dataset id mismatch: options changed between upload and task")
+        except TiquError as exc:
             save_status(
                 store,
                 status_key,
@@ -75,8 +77,10 @@ def ingest_dataset(
             )
             INGEST_JOBS.labels("failed").inc()
             return {"dataset_id": dataset_id, "state": "failed", "error": exc.message}
-    if result.dataset_id != dataset_id:
-        raise RuntimeError("dataset id mismatch: options changed between upload and task")
+        except Exception as exc:
+            if settle_failure(self, store, status_key, exc) == JobState.FAILED:
+                INGEST_JOBS.labels("failed").inc()
+            raise
     if not result.reused:
         record_metrics(result.manifest)
         INGEST_DURATION.observe(time.perf_counter() - started)

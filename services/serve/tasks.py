@@ -15,7 +15,7 @@ from prometheus_client import Counter, Gauge
 
 from services.serve.batch import BatchRequest, Progress, run_batch, save_progress, status_key
 from shared.errors import TiquError
-from shared.jobs import JobLease, JobState, JobStatus, save_status
+from shared.jobs import JobLease, JobState, JobStatus, save_status, settle_failure
 from shared.queue import app, publish_event
 from shared.settings import get_settings
 from shared.store import Store, StoreError
@@ -81,6 +81,10 @@ def batch_run(self: Any, *, job_id: str, request: dict[str, Any]) -> dict[str, A
             )
             BATCH_JOBS.labels("failed").inc()
             return {"job_id": job_id, "state": "failed", "error": exc.message}
+        except Exception as exc:
+            if settle_failure(self, store, status_key(job_id), exc) == JobState.FAILED:
+                BATCH_JOBS.labels("failed").inc()
+            raise
         finally:
             BATCH_RATE.set(0)
     progress = {"rows_total": manifest["rows"], "rows_done": manifest["rows"]}

@@ -90,7 +90,9 @@ async def create_train_run(body: TrainRunCreate, store: StoreDep) -> JSONRespons
         raise
     train_run_id = request.train_run_id(settings)
     status = load_status(store, status_key(train_run_id))
-    if status is not None and not needs_worker("train", train_run_id, status.state):
+    if status is not None and not await run_in_threadpool(
+        needs_worker, "train", train_run_id, status.state
+    ):
         TRAIN_REQUESTS.labels("reused").inc()
         code = 200 if status.state == JobState.READY else 202
         return JSONResponse(_public(store, train_run_id).model_dump(mode="json"), code)

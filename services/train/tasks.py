@@ -17,7 +17,14 @@ from prometheus_client import Counter, Gauge
 
 from services.train.request import TrainRequest
 from shared.errors import TiquError
-from shared.jobs import JobLease, JobState, JobStatus, load_status, save_status
+from shared.jobs import (
+    JobLease,
+    JobState,
+    JobStatus,
+    load_status,
+    save_status,
+    settle_failure,
+)
 from shared.queue import app
 from shared.settings import get_settings
 from shared.store import Layout, Store, StoreError
@@ -114,32 +121,35 @@ def train_run(self: Any, *, train_run_id: str, request: dict[str, Any]) -> dict[
     from services.train.pipeline import run_training
 
     store = Store.from_settings()
-    if store.exists(result_key(train_run_id)):
-        return {"state": "ready", **store.read_json(result_key(train_run_id))}
     settings = get_settings()
-    train_request = TrainRequest.from_dict(request)
-    if train_request.train_run_id(settings) != train_run_id:
-        raise RuntimeError("train run id mismatch: the worker's settings differ from the API's")
     with JobLease("train", train_run_id) as lease:
         if not lease.acquired:
             log.info("training is run by another worker", extra={"train_run_id": train_run_id})
             return {"state": JobState.RUNNING.value, "train_run_id": train_run_id}
-        reporter = _StatusReporter(store, train_run_id)
-        previous = load_status(store, status_key(train_run_id))
-        reporter.progress = previous.progress if previous else {}
-        reporter.stage("start", 0, 1)
+        # Retried by Celery on store and Redis errors (the checkpoint makes a retry cheap); any
+        # other exception, before the training or in it, fails it: nothing stays `queued`.
         try:
+            if store.exists(result_key(train_run_id)):
+                return {"state": "ready", **store.read_json(result_key(train_run_id))}
+            train_request = TrainRequest.from_dict(request)
+            if train_request.train_run_id(settings) != train_run_id:
+                raise TiquError(
+                    "the worker's settings (base model or schema) differ from those the "
+                    "training was submitted with; give the API and the worker the same settings",
+                    code="settings_mismatch",
+                )
+            reporter = _StatusReporter(store, train_run_id)
+            previous = load_status(store, status_key(train_run_id))
+            reporter.progress = previous.progress if previous else {}
+            reporter.stage("start", 0, 1)
             outcome = run_training(
                 store, settings, train_request, on_stage=reporter.stage, on_step=reporter.step
             )
         except TiquError as exc:
             return _failed(store, train_run_id, exc.message, exc.code)
-        except (StoreError, ConnectionError):
-            raise  # retried by Celery; the checkpoint makes the retry cheap
         except Exception as exc:
-            log.exception("training crashed", extra={"train_run_id": train_run_id})
-            message = f"internal error ({type(exc).__name__}); see the worker log"
-            _failed(store, train_run_id, message)
+            if settle_failure(self, store, status_key(train_run_id), exc) == JobState.FAILED:
+                TRAIN_RUNS.labels("failed").inc()
             raise
         result = outcome.summary()
         store.write_json(result_key(train_run_id), result)

@@ -1,5 +1,6 @@
 """Fixtures of the reliability suite: the distill fixtures (datasets, teacher stub, teacher
-settings, run files) for scenario tests that live here, and the four APIs started at once."""
+settings, run files) and train fixtures (tiny model, distill run, settings) for scenario tests
+that live here, batch jobs on a real gateway, and the four APIs started at once."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from tests.distill.conftest import (  # noqa: F401 (fixtures, found by pytest by
     use_teacher,
 )
 from tests.engine_fixtures import API_KEY
+from tests.reliability.job_support import batch_jobs  # noqa: F401 (fixture)
 from tests.support import ServiceProcess
+from tests.train.conftest import (  # noqa: F401 (fixtures, found by pytest by name)
+    distill_run,
+    records,
+    tiny_model,
+    train_env,
+)
 
 
 @pytest.fixture
