@@ -162,6 +162,14 @@ class Settings(BaseSettings):
         le=1,
         description="With --samples k: minimum per-field agreement among the k answers.",
     )
+    distill_max_error_ratio: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Share of a run's rows the teacher may fail on (after its retries) for the "
+        "run still to finish; above it the run fails, and submitting it again asks the teacher "
+        "again for those rows only (its good answers are cached).",
+    )
     distill_split: str = Field(
         "0.8,0.1,0.1", description="Train/val/test fractions of a distill run."
     )
@@ -379,10 +387,22 @@ class Settings(BaseSettings):
         "`extract` scope).",
     )
     batch_chunk_rows: int = Field(
-        500, ge=1, description="Rows per batch chunk: the unit of progress and of resume."
+        500,
+        ge=1,
+        description="Rows per batch chunk: the unit of progress and of resume. A job keeps the "
+        "size it started with when it resumes.",
     )
     batch_concurrency: int = Field(
         16, ge=1, le=1024, description="Requests a batch job keeps in flight to the gateway."
+    )
+    batch_max_error_ratio: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of a chunk's rows that may fail for reasons not their own (gateway "
+        "unreachable, overloaded or failing, after retries) for the chunk to be kept; above it "
+        "the job fails without storing them, and submitting it again resumes at that chunk. A "
+        "gateway refusing the worker's key (401/403) fails the job at once.",
     )
 
 

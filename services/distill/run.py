@@ -54,7 +54,7 @@ from shared.dedup import (
     find_near_duplicates,
     minhash_signatures,
 )
-from shared.errors import InvalidInputError, NotFoundError
+from shared.errors import InvalidInputError, NotFoundError, UnavailableError
 from shared.prompts import student_instruction, student_messages, student_target
 from shared.schema import ExtractionSchema, get_schema
 from shared.settings import Settings, get_settings
@@ -238,13 +238,18 @@ def run_distill(
     *,
     config: TeacherConfig | None = None,
     progress: ProgressCallback = _no_progress,
+    max_error_ratio: float | None = None,
 ) -> DistillResult:
     """Run (or resume, or return the finished) distill run of `dataset_id` with `options`.
 
-    Raises NotFoundError for an unknown dataset and TeacherFatalError when the teacher cannot be
-    used (checked before any row is sent).
+    Raises NotFoundError for an unknown dataset, TeacherFatalError when the teacher cannot be
+    used (checked before any row is sent), and UnavailableError when the teacher failed on more
+    than `max_error_ratio` (TIQU_DISTILL_MAX_ERROR_RATIO) of the rows: nothing is written then,
+    and running it again asks the teacher again for those rows only.
     """
     config = config or TeacherConfig.from_settings()
+    if max_error_ratio is None:
+        max_error_ratio = get_settings().distill_max_error_ratio
     if config.model != options.teacher_model:
         raise InvalidInputError(
             f"teacher model {config.model!r} differs from the run's {options.teacher_model!r}"
@@ -268,6 +273,7 @@ def run_distill(
         prompt=prompt,
         config=config,
         progress=progress,
+        max_error_ratio=max_error_ratio,
     )
     manifest = asyncio.run(distiller.run())
     return DistillResult(run_id, dataset_id, manifest, reused=False)
@@ -387,6 +393,7 @@ class Distiller:
         prompt: ExtractionPrompt,
         config: TeacherConfig,
         progress: ProgressCallback,
+        max_error_ratio: float,
     ) -> None:
         self.run_id = run_id
         self.dataset = dataset
@@ -397,6 +404,7 @@ class Distiller:
         self.prompt = prompt
         self.config = config
         self.on_progress = progress
+        self.max_error_ratio = max_error_ratio
         self.progress = RunProgress()
         self._last_report = 0.0
         self._started = time.perf_counter()
@@ -443,6 +451,7 @@ class Distiller:
                 rows, dataset_texts = await asyncio.to_thread(self._load_rows)
                 augmented, augment_report = await self._augment(dataset_texts)
                 outcomes = await self._label_all(rows + augmented)
+            self._check_teacher_errors(outcomes)
             self._stage("write", 1)
             manifest = await asyncio.to_thread(self._write, outcomes, augment_report)
         finally:
@@ -454,6 +463,18 @@ class Distiller:
             extra={"run_id": self.run_id, "rows": counts["rows"], "accepted": counts["accepted"]},
         )
         return manifest
+
+    def _check_teacher_errors(self, outcomes: list[RowOutcome]) -> None:
+        """Refuse to finish a run whose teacher failed on too many rows: their labels are
+        missing, not wrong, and a run that is ready is final. Its good answers are cached."""
+        failed = sum(o.verdict.reason == RejectReason.TEACHER_ERROR for o in outcomes)
+        if failed > self.max_error_ratio * len(outcomes):
+            raise UnavailableError(
+                f"the teacher failed on {failed} of {len(outcomes)} rows, above "
+                f"TIQU_DISTILL_MAX_ERROR_RATIO ({self.max_error_ratio}); submit the run again "
+                "once the teacher answers: only those rows are asked again",
+                code="teacher_errors",
+            )
 
     def _load_rows(self) -> tuple[list[Row], list[str]]:
         """The rows to label (the first `limit`) and every text of the dataset."""

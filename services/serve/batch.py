@@ -2,14 +2,22 @@
 
     batches/<job_id>/request.json          what was asked (source, adapter version, columns)
     batches/<job_id>/status.json           state and progress (rows done, rows/s, ETA)
+    batches/<job_id>/chunking.json         the chunk size, recorded by the job's first run
     batches/<job_id>/chunks/000000.jsonl   the answers of one chunk, written whole or not at all
     batches/<job_id>/output.jsonl          one line per input row, in input order (last but one)
     batches/<job_id>/manifest.json         counts and timings (last)
 
 A job id is derived from the source's hash, the pinned adapter version, the schema and the
 options, so submitting the same job again finds it. A worker killed mid-way leaves whole chunks
-behind; the job, delivered again, skips them, and `output.jsonl` is assembled from the chunks
-only when all exist: every input row exactly once, in order.
+behind; the job, delivered again, cuts its rows with the chunk size it started with (whatever
+TIQU_BATCH_CHUNK_ROWS says now), skips the chunks that hold exactly their rows, and `output.jsonl`
+is assembled from the chunks only when all exist, and checked: every input row exactly once, in
+order.
+
+A row's answer is stored only when it is final: a chunk whose rows failed for reasons not their
+own (the gateway unreachable, overloaded or failing) beyond TIQU_BATCH_MAX_ERROR_RATIO, or any
+row the gateway refused for the worker's key, fails the job without writing the chunk, and a
+resubmission resumes there.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any
 
 from services.serve.client import GatewayClient, RowResult
 from shared import adapters
+from shared.errors import TiquError, UnavailableError
 from shared.jobs import JobState, JobStatus, save_status
 from shared.schema import get_schema
 from shared.settings import Settings
@@ -33,10 +42,17 @@ from shared.store import Layout, Store
 from shared.tables import ExportRecords, read_export
 from shared.uploads import Upload
 
-PIPELINE_VERSION = "1"
+# Part of every job id. 2: failed rows of the job's (not the row's) are no longer final answers.
+PIPELINE_VERSION = "2"
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 OUTPUT_FILE = "output.jsonl"
 MANIFEST_FILE = "manifest.json"
+CHUNKING_FILE = "chunking.json"
+# Errors of a row's own text (empty, too long, refused): trying again cannot help, so they are
+# the row's answer. Any other error (gateway unreachable, overloaded or failing) is the job's.
+ROW_ERROR_TYPES = frozenset({"invalid_input", "payload_too_large"})
+# The gateway refusing the worker's key: no row can succeed.
+AUTH_STATUSES = frozenset({401, 403})
 
 
 @dataclass(frozen=True)
@@ -114,6 +130,14 @@ def manifest_key(job_id: str) -> str:
     return Layout.batch(job_id, MANIFEST_FILE)
 
 
+def chunk_rows_of(store: Store, job_id: str, configured: int) -> int:
+    """The job's chunk size: the one its first run recorded (now, with `configured`, if none
+    did), so that a resumed job cuts its rows as before whatever TIQU_BATCH_CHUNK_ROWS says."""
+    key = Layout.batch(job_id, CHUNKING_FILE)
+    store.create(key, json.dumps({"chunk_rows": configured}).encode("utf-8"))
+    return int(store.read_json(key)["chunk_rows"])
+
+
 def chunk_bounds(rows: int, chunk_rows: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk_rows, rows)) for start in range(0, rows, chunk_rows)]
 
@@ -188,6 +212,27 @@ async def extract_chunk(
     return list(await asyncio.gather(*(one(t) for t in texts)))
 
 
+def check_chunk(results: list[RowResult], index: int, max_error_ratio: float) -> None:
+    """Raise UnavailableError, before chunk `index` is stored, when its errors are the job's
+    rather than its rows': a key the gateway refuses, or more failed rows than the ratio allows.
+    """
+    refused = next((r for r in results if r.status in AUTH_STATUSES), None)
+    if refused is not None:
+        raise UnavailableError(
+            f"the gateway refused the batch worker's key ({refused.status}); set "
+            "TIQU_GATEWAY_API_KEY to a key with the extract scope and submit the job again",
+            code="gateway_unauthorized",
+        )
+    failed = sum(r.error is not None and r.error_type not in ROW_ERROR_TYPES for r in results)
+    if failed > max_error_ratio * len(results):
+        raise UnavailableError(
+            f"{failed} of the {len(results)} rows of chunk {index} failed for reasons not their "
+            "own (gateway unreachable, overloaded or failing); nothing of the chunk was stored: "
+            "submit the job again once the gateway answers",
+            code="too_many_row_errors",
+        )
+
+
 async def run_batch(
     store: Store,
     job_id: str,
@@ -203,7 +248,8 @@ async def run_batch(
     records = load_rows(store, request).table
     texts = records.column("text").to_pylist()
     ids = records.column("id").to_pylist()
-    bounds = chunk_bounds(len(texts), settings.batch_chunk_rows)
+    chunk_rows = await asyncio.to_thread(chunk_rows_of, store, job_id, settings.batch_chunk_rows)
+    bounds = chunk_bounds(len(texts), chunk_rows)
     progress = Progress(rows_total=len(texts), chunks_total=len(bounds), started=time.monotonic())
     async with GatewayClient(
         settings.gateway_url,
@@ -213,14 +259,16 @@ async def run_batch(
     ) as client:
         for index, (start, stop) in enumerate(bounds):
             key = chunk_key(job_id, index)
-            if store.exists(key):
+            failed_before = await asyncio.to_thread(_failed_rows, store, key, start, stop)
+            if failed_before is not None:
                 progress.rows_done += stop - start
-                progress.rows_failed += _failed_rows(store, key)
+                progress.rows_failed += failed_before
                 progress.chunks_done += 1
                 continue
             results = await extract_chunk(
                 client, texts[start:stop], request.adapter, settings.batch_concurrency
             )
+            check_chunk(results, index, settings.batch_max_error_ratio)
             lines = [
                 json.dumps(output_line(start + i, ids[start + i], r), ensure_ascii=False) + "\n"
                 for i, r in enumerate(results)
@@ -232,14 +280,26 @@ async def run_batch(
             progress.chunks_done += 1
             if on_progress:
                 on_progress(progress)
-    await asyncio.to_thread(
-        store.write_parts, output_key(job_id), _chunk_contents(store, job_id, len(bounds))
-    )
+    written = 0
+
+    def chunk_contents() -> Iterator[bytes]:
+        nonlocal written
+        for index in range(len(bounds)):
+            content = store.read_bytes(chunk_key(job_id, index))
+            written += content.count(b"\n")
+            yield content
+
+    await asyncio.to_thread(store.write_parts, output_key(job_id), chunk_contents())
+    if written != len(texts):
+        raise TiquError(
+            f"the output has {written} lines for {len(texts)} rows", code="output_mismatch"
+        )
     manifest = {
         "job_id": job_id,
         "request": request.to_dict(),
         "rows": len(texts),
         "rows_failed": progress.rows_failed,
+        "chunk_rows": chunk_rows,
         "output": output_key(job_id),
         "output_uri": store.uri(output_key(job_id)),
         "started_at": started_at.isoformat(),
@@ -249,14 +309,16 @@ async def run_batch(
     return manifest
 
 
-def _chunk_contents(store: Store, job_id: str, chunks: int) -> Iterator[bytes]:
-    for index in range(chunks):
-        yield store.read_bytes(chunk_key(job_id, index))
-
-
-def _failed_rows(store: Store, key: str) -> int:
-    lines = store.read_bytes(key).decode("utf-8").splitlines()
-    return sum(json.loads(line)["error"] is not None for line in lines)
+def _failed_rows(store: Store, key: str, start: int, stop: int) -> int | None:
+    """The failed rows of a chunk stored before, or None when it must be computed: absent, or
+    not holding exactly rows `start`..`stop` - 1 (cut with another chunk size)."""
+    try:
+        lines = [json.loads(line) for line in store.read_bytes(key).decode("utf-8").splitlines()]
+    except FileNotFoundError:
+        return None
+    if [line["row"] for line in lines] != list(range(start, stop)):
+        return None
+    return sum(line["error"] is not None for line in lines)
 
 
 def save_progress(store: Store, job_id: str, progress: Progress) -> None:

@@ -24,6 +24,8 @@ class RowResult:
     answer: dict[str, Any] | None
     error: str | None = None
     error_type: str | None = None
+    # The gateway's HTTP status of an error answer; None when it never answered.
+    status: int | None = None
 
 
 class GatewayClient:
@@ -82,6 +84,9 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
 def _row_error(response: httpx.Response) -> RowResult:
     try:
         error = response.json()["error"]
-        return RowResult(None, str(error.get("message")), str(error.get("type")))
+        return RowResult(
+            None, str(error.get("message")), str(error.get("type")), response.status_code
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
-        return RowResult(None, f"gateway answered {response.status_code}", "http_error")
+        status = response.status_code
+        return RowResult(None, f"gateway answered {status}", "http_error", status)
