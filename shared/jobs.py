@@ -119,8 +119,8 @@ _RELEASE = (
 LOST_RECHECK_S = 1.0
 # Whether anything in Redis stands behind a job: its lease, or its task's message waiting in the
 # queue's lists or delivered to a worker and not acknowledged yet. One script, so that all are
-# seen at one instant, and no message leaves Redis. KEYS: the lease, the hash of unacknowledged
-# messages, the queue's lists; ARGV[1]: the task id, quoted as it stands in a message's JSON.
+# seen at one instant and no message is copied out of Redis. KEYS: the lease, the hash of
+# unacknowledged messages, the queue's lists; ARGV[1]: the task id, quoted as in a message's JSON.
 _TASK_IN_REDIS = """
 if redis.call('exists', KEYS[1]) == 1 then return 1 end
 for _, message in ipairs(redis.call('hvals', KEYS[2])) do
