@@ -167,6 +167,7 @@ class Gateway:
             settings.engine_url,
             timeout_s=settings.serve_timeout_s,
             max_connections=settings.serve_max_inflight + 8,
+            api_key=settings.engine_api_key.get_secret_value(),
         )
         self.base: ResolvedModel | None = None
         self.adapters: AdapterManager | None = None

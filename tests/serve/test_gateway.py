@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,11 +14,13 @@ import pytest
 from shared import adapters
 from shared.cleaning import clean_text
 from shared.normalize import field_grounded
+from shared.prompts import student_target
 from shared.queue import publish_event
 from shared.samples import generate_complaints
 from shared.schema import get_schema
 from shared.store import Layout, Store
 from tests.engine_fixtures import API_KEY, auth
+from tests.serve.serve_support import train_lora
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -88,25 +91,29 @@ def test_every_answer_is_schema_valid_and_grounded(register, loras, start_gatewa
 
 
 def test_two_adapters_answer_differently_from_one_engine(
-    register, loras, start_gateway, serve_records
+    register, loras, serve_model: Path, start_gateway, tmp_path: Path
 ) -> None:
+    text = "我叫王芳，电话13800138000，快递丢了"
+    label = {"name": "王芳", "phone": "13800138000", "question": "快递丢了"}
+    # A model this small memorizes one complaint for sure, not forty.
+    tenant_b = train_lora(
+        serve_model, tmp_path / "tenant-b", [(text, student_target(label, get_schema()))], steps=40
+    )
     register("extractor", loras.nulls)
-    register("tenant-b", loras.labels)
+    register("tenant-b", tenant_b)
     gateway = start_gateway()
     listed = httpx.get(f"{gateway.url}/v1/adapters", headers=auth(), timeout=10).json()
     assert {(a["name"], a["version"], a["default"]) for a in listed["adapters"]} == {
         ("extractor", "v1", True),
         ("tenant-b", "v1", False),
     }
-    text = serve_records[0]["messages"][1]["content"]
     nulls = extract(gateway.url, text).json()
-    labels = extract(gateway.url, text, adapter="tenant-b").json()
-    assert nulls["adapter"] == "extractor@v1" and labels["adapter"] == "tenant-b@v1"
-    # The null adapter learned to give no value at all; the other gives values for this text.
+    learned = extract(gateway.url, text, adapter="tenant-b").json()
+    assert nulls["adapter"] == "extractor@v1" and learned["adapter"] == "tenant-b@v1"
     assert set(nulls["grounded"].values()) == {None}
-    assert set(labels["grounded"].values()) != {None}
+    assert learned["fields"] == {"email": None, "address": None, **label}
     pinned = extract(gateway.url, text, adapter="tenant-b@v1").json()
-    assert pinned["fields"] == labels["fields"]
+    assert pinned["fields"] == learned["fields"]
 
 
 def test_promotion_swaps_versions_under_load_without_a_failed_request(
