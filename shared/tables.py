@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-import openpyxl
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -477,6 +476,9 @@ def _sheet_table(worksheet: Any, counts: _Counts) -> pa.Table | None:
 
 
 def _read_xlsx(data: bytes, sheet: str | None, limits: ExportLimits) -> dict[str, pa.Table]:
+    # Imported here: only the roles that read exports (ingest, batch) install openpyxl.
+    import openpyxl
+
     _check_zip(io.BytesIO(data), limits)
     try:
         workbook = openpyxl.load_workbook(

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 
 from services.serve.batch import chunk_key
@@ -16,23 +15,10 @@ from shared.cleaning import clean_text
 from shared.jobs import job_lease_held
 from shared.store import Store
 from tests.engine_fixtures import API_KEY, auth
+from tests.reliability.job_support import write_batch_export
 from tests.support import TIQU, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def write_export(path: Path, rows: int) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        {
-            "工单编号": [f"00{i:04d}" for i in range(rows)],
-            "投诉内容": [
-                f"我叫用户{i}，电话 1380013{i:04d}，第 {i} 次投诉快递延误。" if i % 7 else ""
-                for i in range(rows)
-            ],
-        }
-    )
-    frame.to_csv(path, index=False)
-    return frame
 
 
 def submit(url: str, path: Path) -> httpx.Response:
@@ -65,7 +51,7 @@ def test_a_killed_batch_worker_resumes_to_a_complete_ordered_output(
     }
     worker = start_worker("batch", **worker_env)
     export = tmp_path / "complaints.csv"
-    frame = write_export(export, 60)
+    frame = write_batch_export(export, 60)
     accepted = submit(gateway.url, export)
     assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["job_id"]
@@ -136,7 +122,7 @@ def test_batch_cli_and_bad_uploads(register, loras, start_gateway, tmp_path: Pat
     register("extractor", loras.nulls)
     gateway = start_gateway()
     export = tmp_path / "few.csv"
-    frame = write_export(export, 9)
+    frame = write_batch_export(export, 9)
     out = tmp_path / "out.jsonl"
     env = {
         **service_env,
