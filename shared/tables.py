@@ -213,7 +213,7 @@ def _text_column(columns: list[str], override: str | None) -> str:
     """The text column among `columns` (named, or detected); `no_text_column` if there is none."""
     found = detect_column(columns, TEXT_COLUMN_NAMES, override)
     if found is None:
-        wanted = f"column {override!r}" if override else "a text column"
+        wanted = f"column {override!r}" if override else "text column"
         raise ExportFileError(
             f"no {wanted} found; {_columns_hint(columns)}. "
             "Name it with --text-column / text_column.",
@@ -754,6 +754,10 @@ def check_export(
             _check_csv_head(head, len(head) == size, text_column)
         else:
             _check_jsonl_head(head, len(head) == size, text_column, limits)
+        if len(head) == size:
+            # A text file this small is parsed whole in bounded memory: every error it has is
+            # answered at upload, not left for a job to fail on.
+            read_export(head, filename, text_column=text_column, limits=limits)
     handle.seek(0)
 
 

@@ -100,7 +100,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory, serve_model: Path) -> Itera
         TIQU_MODEL_CACHE=str(root / "models"),
         TIQU_ENGINE_PORT=str(port),
         TIQU_ENGINE_API_KEY=ENGINE_KEY,
-        TIQU_ENGINE_MAX_MODEL_LEN="1024",
+        TIQU_ENGINE_MAX_MODEL_LEN="2048",
         TIQU_ENGINE_MAX_NUM_SEQS="32",
         TIQU_ENGINE_MAX_CPU_LORAS="16",
         # The tiny model needs a few MB of KV cache; a share of the memory would depend on the

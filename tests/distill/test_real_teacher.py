@@ -94,7 +94,12 @@ def test_a_real_model_as_teacher_is_parsed_verified_and_accounted_for(
     )
     typed = run_distill(dataset.dataset_id, DistillOptions.from_settings(), store)
     typed_counts = check_accounting(dataset, typed, read_run_file)
-    assert typed_counts["rejected_by_reason"].get("parse_error", 0) == 0
+    # The grammar keeps every answer JSON of the schema's types; it cannot make a model that
+    # rambles inside a string close it before the token budget, so those are the only
+    # unparsed answers.
     assert typed_counts["rejected_by_reason"].get("schema", 0) == 0
+    rejected = read_run_file(dataset.dataset_id, typed.run_id, "rejected.jsonl")
+    unparsed = [r["detail"] for r in rejected if r["reason"] == "parse_error"]
+    assert all(detail.startswith("truncated JSON") for detail in unparsed), unparsed
     assert typed.manifest["teacher"]["model"] == TEACHER_NAME
     print("free text:", free_counts, "typed:", typed_counts)

@@ -45,7 +45,7 @@ def test_ingest_prints_the_report_and_reuses(tmp_path: Path) -> None:
         ("missing.csv", None, "does not exist"),
         ("notes.docx", b"x", "unsupported file type"),
         ("broken.xlsx", b"PK\x03\x04 nope", "corrupt"),
-        ("columns.csv", "编号,日期\n1,2\n".encode(), "no a text column found"),
+        ("columns.csv", "编号,日期\n1,2\n".encode(), "no text column found"),
         ("bytes.csv", b"text\n\x80\x80 abc\n", "cannot decode"),
     ],
 )
