@@ -66,7 +66,7 @@ def stays(read: Callable[[], dict[str, Any]], state: str, seconds: float) -> boo
 
 def upload(url: str, path: Path) -> httpx.Response:
     with path.open("rb") as handle:
-        return httpx.post(f"{url}/v1/datasets", files={"file": (path.name, handle)}, timeout=60)
+        return httpx.post(f"{url}/v1/datasets", files={"file": (path.name, handle)}, timeout=120)
 
 
 def dataset_state(url: str, dataset_id: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import redis
 from shared.samples import generate_complaints, write_export
 from shared.settings import get_settings
 from shared.store import Layout, Store
+from tests.reliability.job_support import upload
 from tests.support import ServiceProcess, free_port, start_process, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -94,11 +95,6 @@ def readyz(url: str) -> int:
         return httpx.get(f"{url}/readyz", timeout=3).status_code
     except httpx.HTTPError:
         return 0
-
-
-def upload(url: str, path: Path) -> httpx.Response:
-    with path.open("rb") as handle:
-        return httpx.post(f"{url}/v1/datasets", files={"file": (path.name, handle)}, timeout=60)
 
 
 def finished(url: str) -> bool:

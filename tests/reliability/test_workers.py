@@ -21,6 +21,7 @@ from services.ingest.pipeline import load_manifest
 from shared.queue import redis_client
 from shared.samples import generate_complaints, write_export
 from shared.store import Layout, Store
+from tests.reliability.job_support import dataset_state, upload
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -34,15 +35,6 @@ def big_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("big-export") / "complaints.csv"
     write_export(generate_complaints(INGEST_ROWS, seed=7), "csv", out)
     return out
-
-
-def upload(url: str, path: Path) -> httpx.Response:
-    with path.open("rb") as handle:
-        return httpx.post(f"{url}/v1/datasets", files={"file": (path.name, handle)}, timeout=120)
-
-
-def dataset_state(url: str, dataset_id: str) -> dict[str, Any]:
-    return httpx.get(f"{url}/v1/datasets/{dataset_id}", timeout=10).json()
 
 
 def wait_finished(read: Any, timeout: float, what: str) -> dict[str, Any]:
