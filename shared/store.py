@@ -43,6 +43,10 @@ class Layout:
         return f"raw/batch/{sha256}/{safe_filename(filename)}"
 
     @staticmethod
+    def datasets_dir() -> str:
+        return "datasets"
+
+    @staticmethod
     def dataset_dir(dataset_id: str) -> str:
         return f"datasets/{dataset_id}"
 
@@ -61,6 +65,10 @@ class Layout:
     @staticmethod
     def dataset_status(dataset_id: str) -> str:
         return f"datasets/{dataset_id}/status.json"
+
+    @staticmethod
+    def distill_runs_dir(dataset_id: str) -> str:
+        return f"datasets/{dataset_id}/distill"
 
     @staticmethod
     def distill_run(dataset_id: str, run_id: str, filename: str) -> str:
@@ -83,12 +91,28 @@ class Layout:
         return f"adapters/{name}/alias.json"
 
     @staticmethod
+    def train_runs_dir() -> str:
+        return "train-runs"
+
+    @staticmethod
     def train_run(train_run_id: str, filename: str) -> str:
         return f"train-runs/{train_run_id}/{filename}"
 
     @staticmethod
+    def batches_dir() -> str:
+        return "batches"
+
+    @staticmethod
     def batch(job_id: str, filename: str) -> str:
         return f"batches/{job_id}/{filename}"
+
+    @staticmethod
+    def labelset_dir(name: str) -> str:
+        return f"labelsets/{name}"
+
+    @staticmethod
+    def labelset(name: str, version: str, filename: str) -> str:
+        return f"labelsets/{name}/{version}/{filename}"
 
 
 def safe_filename(filename: str) -> str:

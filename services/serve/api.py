@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, TypeVar
 
@@ -22,12 +21,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import Counter
 
 from services.serve.batch import (
+    BATCH_JOB_ID,
     is_batch_upload,
     manifest_key,
     new_request,
     output_key,
+    output_ready,
     request_key,
     status_key,
+    stream_output,
 )
 from services.serve.gateway import Gateway, Result
 from services.serve.protocol import (
@@ -42,7 +44,7 @@ from services.serve.protocol import (
     ExtractResponse,
     FieldSpan,
 )
-from services.serve.tasks import batch_run
+from services.serve.tasks import queue_batch
 from shared.api import DEFAULT_MAX_BODY_BYTES, KeyScope, create_app, scoped_route
 from shared.errors import (
     ForbiddenError,
@@ -54,7 +56,7 @@ from shared.errors import (
     UnavailableError,
     error_responses,
 )
-from shared.jobs import JobState, enqueue, load_status, needs_worker
+from shared.jobs import JobState, load_status, needs_worker
 from shared.settings import get_settings
 from shared.store import Layout, Store
 from shared.tables import ExportFileError
@@ -62,7 +64,6 @@ from shared.uploads import check_stored, store_upload
 
 log = logging.getLogger(__name__)
 
-BATCH_JOB_ID = re.compile(r"^bj-[0-9a-f]{16}$")
 EXTRACT_REQUESTS = Counter(
     "tiqu_extract_requests_total",
     "Extraction requests answered, by route, status and adapter.",
@@ -303,14 +304,7 @@ async def create_batch(
     ):
         code = 200 if status.state == JobState.READY else 202
         return JSONResponse(_batch_public(store, job_id).model_dump(mode="json"), code)
-    store.write_json(request_key(job_id), request.to_dict())
-    enqueue(
-        store,
-        status_key(job_id),
-        batch_run,
-        kwargs={"job_id": job_id, "request": request.to_dict()},
-        task_id=f"batch-{job_id}",
-    )
+    queue_batch(store, job_id, request)
     return JSONResponse(_batch_public(store, job_id).model_dump(mode="json"), status_code=202)
 
 
@@ -333,15 +327,9 @@ def read_batch(job_id: str, store: StoreDep) -> BatchJobPublic:
     responses=error_responses(NotFoundError),
 )
 def read_batch_output(job_id: str, store: StoreDep) -> StreamingResponse:
-    if not BATCH_JOB_ID.match(job_id) or not store.exists(manifest_key(job_id)):
+    if not output_ready(store, job_id):
         raise NotFoundError(f"batch job {job_id!r} has no output (yet)", param="job_id")
-
-    def stream() -> Iterator[bytes]:
-        with store.open_read(output_key(job_id)) as handle:
-            while block := handle.read(1 << 20):
-                yield block
-
-    return StreamingResponse(stream(), media_type="application/x-ndjson")
+    return StreamingResponse(stream_output(store, job_id), media_type="application/x-ndjson")
 
 
 @asynccontextmanager

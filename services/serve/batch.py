@@ -44,6 +44,7 @@ from shared.uploads import Upload
 
 # Part of every job id. 2: failed rows of the job's (not the row's) are no longer final answers.
 PIPELINE_VERSION = "2"
+BATCH_JOB_ID = re.compile(r"^bj-[0-9a-f]{16}$")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 OUTPUT_FILE = "output.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -128,6 +129,18 @@ def output_key(job_id: str) -> str:
 
 def manifest_key(job_id: str) -> str:
     return Layout.batch(job_id, MANIFEST_FILE)
+
+
+def output_ready(store: Store, job_id: str) -> bool:
+    """Whether `job_id` names a batch job whose output is whole: its manifest is written last."""
+    return BATCH_JOB_ID.match(job_id) is not None and store.exists(manifest_key(job_id))
+
+
+def stream_output(store: Store, job_id: str) -> Iterator[bytes]:
+    """The output of a finished job in blocks of 1 MiB, never held whole."""
+    with store.open_read(output_key(job_id)) as handle:
+        while block := handle.read(1 << 20):
+            yield block
 
 
 def chunk_rows_of(store: Store, job_id: str, configured: int) -> int:

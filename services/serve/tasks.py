@@ -13,9 +13,16 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from services.serve.batch import BatchRequest, Progress, run_batch, save_progress, status_key
+from services.serve.batch import (
+    BatchRequest,
+    Progress,
+    request_key,
+    run_batch,
+    save_progress,
+    status_key,
+)
 from shared.errors import TiquError
-from shared.jobs import JobLease, JobState, JobStatus, save_status, settle_failure
+from shared.jobs import JobLease, JobState, JobStatus, enqueue, save_status, settle_failure
 from shared.queue import app, publish_event
 from shared.settings import get_settings
 from shared.store import Store, StoreError
@@ -94,3 +101,17 @@ def batch_run(self: Any, *, job_id: str, request: dict[str, Any]) -> dict[str, A
     publish_event("batch.ready", {"job_id": job_id, "rows": manifest["rows"]})
     log.info("batch finished", extra={"job_id": job_id, "rows": manifest["rows"]})
     return {"job_id": job_id, "state": "ready", "rows": manifest["rows"]}
+
+
+def queue_batch(store: Store, job_id: str, request: BatchRequest) -> None:
+    """Record what batch job `job_id` is asked to do and queue its task: a new job, or one that
+    failed or whose worker died (it resumes after its last whole chunk). Raises
+    UnavailableError when the queue cannot take it."""
+    store.write_json(request_key(job_id), request.to_dict())
+    enqueue(
+        store,
+        status_key(job_id),
+        batch_run,
+        kwargs={"job_id": job_id, "request": request.to_dict()},
+        task_id=f"batch-{job_id}",
+    )

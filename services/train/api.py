@@ -10,7 +10,6 @@ lease lapsed), is queued again and resumes from its last checkpoint.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -19,17 +18,16 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 
 from services.train.protocol import TrainRunCreate, TrainRunPublic
-from services.train.request import TrainParams, TrainRequest, validate
-from services.train.tasks import request_key, result_key, status_key, train_run
+from services.train.request import TRAIN_RUN_ID, TrainParams, TrainRequest, validate
+from services.train.tasks import queue_training, request_key, result_key, status_key
 from shared.api import KeyScope, create_app, scoped_route
 from shared.errors import InvalidInputError, NotFoundError, UnavailableError, error_responses
-from shared.jobs import JobState, enqueue, load_status, needs_worker
+from shared.jobs import JobState, load_status, needs_worker
 from shared.settings import get_settings
 from shared.store import Store
 
 log = logging.getLogger(__name__)
 
-TRAIN_RUN_ID = re.compile(r"^tr-[0-9a-f]{16}$")
 TRAIN_REQUESTS = Counter(
     "tiqu_train_requests_total", "Training requests received, by result.", ["result"]
 )
@@ -96,14 +94,7 @@ async def create_train_run(body: TrainRunCreate, store: StoreDep) -> JSONRespons
         TRAIN_REQUESTS.labels("reused").inc()
         code = 200 if status.state == JobState.READY else 202
         return JSONResponse(_public(store, train_run_id).model_dump(mode="json"), code)
-    store.write_json(request_key(train_run_id), request.to_dict())
-    enqueue(
-        store,
-        status_key(train_run_id),
-        train_run,
-        kwargs={"train_run_id": train_run_id, "request": request.to_dict()},
-        task_id=f"train-{train_run_id}",
-    )
+    queue_training(store, train_run_id, request)
     TRAIN_REQUESTS.labels("accepted").inc()
     return JSONResponse(_public(store, train_run_id).model_dump(mode="json"), status_code=202)
 

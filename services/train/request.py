@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from shared.store import Store
 
 # Part of every train run id: bump when the same request would now train differently.
 PIPELINE_VERSION = "1"
+TRAIN_RUN_ID = re.compile(r"^tr-[0-9a-f]{16}$")
 
 
 class TrainParams(BaseModel):

@@ -21,6 +21,7 @@ from shared.jobs import (
     JobLease,
     JobState,
     JobStatus,
+    enqueue,
     load_status,
     save_status,
     settle_failure,
@@ -159,6 +160,20 @@ def train_run(self: Any, *, train_run_id: str, request: dict[str, Any]) -> dict[
         "reused" if outcome.reused else "promoted" if outcome.promoted else "registered"
     ).inc()
     return {"state": "ready", **result}
+
+
+def queue_training(store: Store, train_run_id: str, request: TrainRequest) -> None:
+    """Record what training `train_run_id` is asked to do and queue its task: a new training,
+    or one that failed or whose worker died (it resumes from its last checkpoint). Raises
+    UnavailableError when the queue cannot take it."""
+    store.write_json(request_key(train_run_id), request.to_dict())
+    enqueue(
+        store,
+        status_key(train_run_id),
+        train_run,
+        kwargs={"train_run_id": train_run_id, "request": request.to_dict()},
+        task_id=f"train-{train_run_id}",
+    )
 
 
 def _failed(
