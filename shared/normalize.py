@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
-from shared.schema import FieldSpec, Normalization
+from shared.schema import ExtractionSchema, FieldSpec, Normalization
 
 # Share of a `coverage`-grounded value's character bigrams that must occur in the source text.
 MIN_COVERAGE = 0.8
@@ -178,3 +180,16 @@ def field_grounded(spec: FieldSpec, value: str | None, text: str) -> bool:
     if spec.grounding == "exact":
         return is_grounded(value, text, spec.normalize)
     return coverage(value, text) >= MIN_COVERAGE
+
+
+def trimmed(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Field values as a label holds them: strings trimmed, an empty string as null."""
+    return {k: (v.strip() or None) if isinstance(v, str) else v for k, v in values.items()}
+
+
+def first_ungrounded(schema: ExtractionSchema, label: Mapping[str, Any], text: str) -> str | None:
+    """The first field (in schema order) whose value fails its grounding rule in `text`."""
+    for spec in schema.fields:
+        if not field_grounded(spec, label.get(spec.name), text):
+            return spec.name
+    return None

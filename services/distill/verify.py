@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.distill.parsing import AnswerParseError, parse_teacher_json
-from shared.normalize import MIN_COVERAGE, coverage, field_grounded, normalize_value
+from shared.normalize import MIN_COVERAGE, coverage, first_ungrounded, normalize_value, trimmed
 from shared.schema import ExtractionSchema, FieldSpec
 
 
@@ -65,7 +65,7 @@ def read_answer(answer: TeacherAnswer, schema: ExtractionSchema) -> dict[str, An
         value = parse_teacher_json(answer.content)
     except AnswerParseError as exc:
         return _rejected(RejectReason.PARSE_ERROR, str(exc))
-    cleaned = {k: (v.strip() or None) if isinstance(v, str) else v for k, v in value.items()}
+    cleaned = trimmed(value)
     errors = schema.errors(cleaned)
     if errors:
         return _rejected(RejectReason.SCHEMA, errors[0][:500])
@@ -128,7 +128,7 @@ def judge(
                 spec.name,
                 f"{agreement[spec.name]:.2f} < {threshold:g}",
             )
-    for spec in schema.fields:
-        if not field_grounded(spec, label[spec.name], text):
-            return Verdict(None, agreement, RejectReason.UNGROUNDED, spec.name)
+    ungrounded = first_ungrounded(schema, label, text)
+    if ungrounded is not None:
+        return Verdict(None, agreement, RejectReason.UNGROUNDED, ungrounded)
     return Verdict(label, agreement)

@@ -18,7 +18,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 
 from services.train.protocol import TrainRunCreate, TrainRunPublic
-from services.train.request import TRAIN_RUN_ID, TrainParams, TrainRequest, validate
+from services.train.request import (
+    TRAIN_RUN_ID,
+    TrainParams,
+    TrainRequest,
+    pin_labelsets,
+    validate,
+)
 from services.train.tasks import queue_training, request_key, result_key, status_key
 from shared.api import KeyScope, create_app, scoped_route
 from shared.errors import InvalidInputError, NotFoundError, UnavailableError, error_responses
@@ -75,13 +81,15 @@ router = APIRouter(
 )
 async def create_train_run(body: TrainRunCreate, store: StoreDep) -> JSONResponse:
     settings = get_settings()
-    request = TrainRequest(
-        run_id=body.run_id,
-        name=body.name or settings.adapter_name,
-        params=TrainParams.from_settings(settings, **body.overrides()),
-        promote=body.promote,
-    )
+    params = TrainParams.from_settings(settings, **body.overrides())
     try:
+        request = TrainRequest(
+            run_id=body.run_id,
+            name=body.name or settings.adapter_name,
+            params=params,
+            promote=body.promote,
+            labelsets=await run_in_threadpool(pin_labelsets, store, body.labels),
+        )
         await run_in_threadpool(validate, store, settings, request)
     except (NotFoundError, InvalidInputError):
         TRAIN_REQUESTS.labels("rejected").inc()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from services.train.request import TrainParams, TrainRequest, validate
+from services.train.request import TrainParams, TrainRequest, pin_labelsets, validate
 from shared import adapters
 from shared.console import StageProgress, console, friendly_errors
 from shared.logging import configure_logging
@@ -101,6 +101,13 @@ def _report_uri(store: Store, manifest: dict[str, Any]) -> str:
     return store.uri(Layout.adapter(manifest["name"], manifest["version"], adapters.REPORT_FILE))
 
 
+def _labelsets_note(manifest: dict[str, Any]) -> str:
+    """` + corrections@v3 (12 rows)` for each label set the version was trained on as well."""
+    return "".join(
+        f" + {use['labelset']} ({use['used']} rows)" for use in manifest.get("labelsets", [])
+    )
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
@@ -128,9 +135,18 @@ def train_command(
     promote: Annotated[
         bool, typer.Option(help="Promote the new version if at least as good on every field.")
     ] = True,
+    labels: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Label set to train on beside the run: NAME (its latest version) or NAME@vN "
+            "(repeatable).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Train a LoRA adapter on a distill run, evaluate it, register it and maybe promote it."""
+    """Train a LoRA adapter on a distill run (and label sets), evaluate it, register it and maybe
+    promote it."""
     configure_logging("train-cli", level="WARNING")
     settings = get_settings()
     store = Store.from_settings()
@@ -147,7 +163,13 @@ def train_command(
         gradient_checkpointing=gradient_checkpointing,
         seed=seed,
     )
-    request = TrainRequest(run_id, name or settings.adapter_name, params, promote)
+    request = TrainRequest(
+        run_id,
+        name or settings.adapter_name,
+        params,
+        promote,
+        labelsets=pin_labelsets(store, labels or []),
+    )
     validate(store, settings, request)
     from services.train.pipeline import run_training
 
@@ -263,8 +285,9 @@ def show_command(
         f"created {manifest['created_at'][:19]}",
         f"base model {base['model_id']} (weights {base['weights_sha256'][:12]}, "
         f"chat template {base['chat_template_sha256'][:12]})",
-        f"trained on {manifest['run_id']} of {manifest['dataset_id']}: "
-        f"{training['train_examples']} examples, {training['steps']} steps, "
+        f"trained on {manifest['run_id']} of {manifest['dataset_id']}"
+        f"{_labelsets_note(manifest)}: {training['train_examples']} examples, "
+        f"{training['steps']} steps, "
         f"{training['tokens_per_s']:.0f} tokens/s on {training['device']}",
         "hyperparameters " + ", ".join(f"{k}={v}" for k, v in manifest["hyperparameters"].items()),
     )

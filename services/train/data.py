@@ -1,4 +1,5 @@
-"""Training data: distill runs by id, chat examples, token sequences, length-grouped batches.
+"""Training data: distill runs by id, label sets beside them, chat examples, token sequences,
+length-grouped batches.
 
 Nothing here imports torch, so the API can validate a request without loading a model.
 """
@@ -8,11 +9,12 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared import labelsets
 from shared.chat import encode_prompt, encode_text
 from shared.errors import InvalidInputError, NotFoundError
 from shared.prompts import student_messages, student_target
@@ -91,6 +93,45 @@ def load_split(store: Store, run: DistillRun, split: str) -> list[Example]:
     if not store.exists(key):
         return []
     return parse_jsonl(store.read_bytes(key).decode("utf-8"), f"{run.run_id}/{split}.jsonl")
+
+
+def load_labelset(store: Store, reference: str) -> list[Example]:
+    """The rows of a pinned label set version (`name@vN`, see `shared.labelsets.pin`)."""
+    content = store.read_bytes(labelsets.labels_key(reference)).decode("utf-8")
+    return parse_jsonl(content, reference)
+
+
+@dataclass(frozen=True)
+class LabelSetUse:
+    """What training took from one label set version: its rows, less those held out."""
+
+    labelset: str
+    rows: int
+    used: int
+    dropped_held_out: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def with_labelsets(
+    train: Sequence[Example],
+    held_out: Iterable[Example],
+    sets: Mapping[str, Sequence[Example]],
+) -> tuple[list[Example], list[LabelSetUse]]:
+    """The run's train examples and every label set's rows, by set.
+
+    A label set row whose text is in `held_out` (the run's val and test splits) is dropped:
+    training on it would leak the very complaints the adapter is scored on.
+    """
+    held_out_texts = {example.text for example in held_out}
+    examples = list(train)
+    uses = []
+    for reference, rows in sets.items():
+        kept = [row for row in rows if row.text not in held_out_texts]
+        examples += kept
+        uses.append(LabelSetUse(reference, len(rows), len(kept), len(rows) - len(kept)))
+    return examples, uses
 
 
 def require_examples(examples: Sequence[Example], run_id: str, split: str) -> None:

@@ -1,4 +1,5 @@
-"""A training run end to end: distill run → LoRA training → lint → evaluation → registry → alias.
+"""A training run end to end: distill run and label sets → LoRA training → lint → evaluation →
+registry → alias.
 
 The CLI runs it in-process, the `train.run` Celery task in a worker. Its id is derived from what
 it trains (`TrainRequest.train_run_id`), so the same request again resumes it from its checkpoint
@@ -20,7 +21,15 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from services.train.data import EvalSet, encode_examples, find_run, load_gold, load_split
+from services.train.data import (
+    EvalSet,
+    encode_examples,
+    find_run,
+    load_gold,
+    load_labelset,
+    load_split,
+    with_labelsets,
+)
 from services.train.evaluate import Evaluator, Generation, StageCallback, no_stage
 from services.train.report import render_outputs
 from services.train.request import TrainRequest, validate
@@ -78,12 +87,17 @@ def run_training(
     run = validate(store, settings, request)
     schema = get_schema()
     splits = {split: load_split(store, run, split) for split in ("train", "val", "test")}
+    train_examples, labelset_uses = with_labelsets(
+        splits["train"],
+        [*splits["val"], *splits["test"]],
+        {reference: load_labelset(store, reference) for reference in request.labelsets},
+    )
 
     base = load_base(settings, on_stage)
     resolved, tokenizer = base.resolved, base.tokenizer
     params = request.params
     train, too_long = encode_examples(
-        tokenizer, splits["train"], resolved.eos_token, params.max_length
+        tokenizer, train_examples, resolved.eos_token, params.max_length
     )
     val, val_too_long = encode_examples(
         tokenizer, splits["val"], resolved.eos_token, params.max_length
@@ -143,6 +157,7 @@ def run_training(
         "train_run_id": train_run_id,
         "dataset_id": run.dataset_id,
         "run_id": run.run_id,
+        "labelsets": [use.as_dict() for use in labelset_uses],
         "schema_version": schema.version,
         "base_model": _identity(resolved),
         "hyperparameters": params.model_dump(),

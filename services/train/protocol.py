@@ -30,9 +30,15 @@ class TrainRunCreate(BaseModel):
     promote: bool = Field(
         True, description="Promote the new version when it is at least as good on every field."
     )
+    labels: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Label sets to train on beside the run's train split, `NAME` (its latest "
+        "version) or `NAME@vN`; rows whose text is in the run's val or test split are left out.",
+    )
 
     def overrides(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"run_id", "name", "promote"}, exclude_none=True)
+        return self.model_dump(exclude={"run_id", "name", "promote", "labels"}, exclude_none=True)
 
 
 class TrainRunPublic(BaseModel):

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.train.data import DistillRun, find_run, load_split, require_examples
-from shared import adapters
+from shared import adapters, labelsets
 from shared.errors import InvalidInputError
 from shared.models import check_base_model_reference
 from shared.schema import get_schema
@@ -75,12 +76,17 @@ class TrainParams(BaseModel):
 
 @dataclass(frozen=True)
 class TrainRequest:
-    """Train adapter `name` on distill run `run_id` with `params`, then maybe promote it."""
+    """Train adapter `name` on distill run `run_id` with `params`, then maybe promote it.
+
+    `labelsets` are pinned label set versions (`name@vN`) whose rows train beside the run's
+    train split: pinned, so that the same request always means the same rows.
+    """
 
     run_id: str
     name: str
     params: TrainParams
     promote: bool = True
+    labelsets: tuple[str, ...] = ()
 
     def train_run_id(self, settings: Settings) -> str:
         """`tr-<hash>`: the same request on the same base model always has the same id."""
@@ -92,6 +98,9 @@ class TrainRequest:
             "schema": get_schema().version,
             "pipeline": PIPELINE_VERSION,
         }
+        if self.labelsets:
+            # Only when used, so that the ids of trainings without label sets stay as they were.
+            basis["labelsets"] = list(self.labelsets)
         digest = hashlib.sha256(json.dumps(basis, sort_keys=True).encode("utf-8")).hexdigest()
         return f"tr-{digest[:16]}"
 
@@ -101,6 +110,7 @@ class TrainRequest:
             "name": self.name,
             "params": self.params.model_dump(),
             "promote": self.promote,
+            "labelsets": list(self.labelsets),
         }
 
     @classmethod
@@ -110,7 +120,15 @@ class TrainRequest:
             name=data["name"],
             params=TrainParams(**data["params"]),
             promote=data["promote"],
+            # Requests stored before label sets existed have none.
+            labelsets=tuple(data.get("labelsets", ())),
         )
+
+
+def pin_labelsets(store: Store, references: Iterable[str]) -> tuple[str, ...]:
+    """Each label set reference (`name` or `name@vN`) as the version it means now, once each;
+    an unknown set or version is not found."""
+    return tuple(dict.fromkeys(labelsets.pin(store, reference) for reference in references))
 
 
 def validate(store: Store, settings: Settings, request: TrainRequest) -> DistillRun:
@@ -121,4 +139,9 @@ def validate(store: Store, settings: Settings, request: TrainRequest) -> Distill
     run = find_run(store, request.run_id)
     for split in ("train", "test"):
         require_examples(load_split(store, run, split), run.run_id, split)
+    for reference in request.labelsets:
+        if labelsets.pin(store, reference) != reference:
+            raise InvalidInputError(
+                f"label set {reference!r} must name its version (name@vN)", param="labels"
+            )
     return run

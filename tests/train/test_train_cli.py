@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from shared import adapters
+from shared import adapters, labelsets
 from shared.cli import app
+from shared.labelsets import Source
 from shared.settings import get_settings
 from shared.store import Layout, Store
 from tests.train.conftest import DATASET_ID
@@ -65,11 +66,22 @@ def test_train_register_promote_and_evaluate(
     stored = store.read_json(Layout.adapter("extractor", "v1", "eval.json"))
     assert stored["sets"].keys() == document["sets"].keys()
 
-    third = tiqu("train", distill_run, "--seed", "5", "--epochs", "1", "--json")
+    # Hand labels train beside the run; the one of a val complaint is left out.
+    for row, record in enumerate((records[78], records[65])):
+        text, label = record["messages"][1]["content"], record["label"]
+        labelsets.accept(store, "corrections", text, label, Source(DATASET_ID, "dr-x", str(row)))
+    third = tiqu(
+        "train", distill_run, "--seed", "5", "--epochs", "1", "--labels", "corrections", "--json"
+    )
     verdict = json.loads(third.stdout)
     assert verdict["adapter"]["version"] == "v3"
     assert "extractor:v2" in verdict["promotion"]  # compared with the promoted version
     assert "same test split" in verdict["promotion"]
+    manifest = adapters.load_manifest(store, "extractor", "v3")
+    assert manifest["labelsets"] == [
+        {"labelset": "corrections@v2", "rows": 2, "used": 1, "dropped_held_out": 1}
+    ]
+    assert "+ corrections@v2 (1 rows)" in tiqu("adapters", "show", "extractor:v3").stdout
 
 
 @pytest.mark.parametrize(
@@ -78,6 +90,7 @@ def test_train_register_promote_and_evaluate(
         (["train", "dr-unknown"], {}, "distill run dr-unknown not found"),
         (["train", "dr-empty"], {}, "empty train split"),
         (["train", "RUN", "--rank", "32"], {}, "rank 32 is above the serving limit of 16"),
+        (["train", "RUN", "--labels", "nope"], {}, "label set nope not found"),
         (["train", "RUN"], {"TIQU_BASE_MODEL": "/no/such/model"}, "/no/such/model does not exist"),
         (["eval", "extractor"], {}, "adapter extractor has no promoted version"),
     ],

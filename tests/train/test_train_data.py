@@ -15,6 +15,7 @@ from services.train.data import (
     load_gold,
     load_split,
     parse_jsonl,
+    with_labelsets,
 )
 from shared.chat import encode_prompt, render_prompt, turn_end_token
 from shared.errors import InvalidInputError, NotFoundError
@@ -62,6 +63,25 @@ def test_a_gold_line_without_text_fails_with_its_line_number(tmp_path: Path) -> 
         load_gold(path, get_schema())
     with pytest.raises(InvalidInputError, match="does not exist"):
         load_gold(tmp_path / "missing.jsonl", get_schema())
+
+
+def test_label_set_rows_train_beside_the_run_except_held_out_texts(
+    records: list[dict[str, Any]],
+) -> None:
+    train, val, test, extra = (
+        parse_jsonl(_jsonl(part), "part")
+        for part in (records[:5], records[5:7], records[7:9], records[9:12])
+    )
+    # A hand label of a val and of a test complaint would leak them into training.
+    hand = [*extra, val[0], test[1]]
+    examples, (use,) = with_labelsets(train, [*val, *test], {"corrections@v2": hand})
+    assert [e.id for e in examples] == [e.id for e in [*train, *extra]]
+    assert (use.labelset, use.rows, use.used, use.dropped_held_out) == ("corrections@v2", 5, 3, 2)
+    assert with_labelsets(train, [*val, *test], {}) == (train, [])
+
+
+def _jsonl(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
 def test_prompt_and_answer_are_tokenized_as_serving_sees_them(
