@@ -28,10 +28,11 @@ redis: install
 demo: install
 	DEMO_ROWS=$(DEMO_ROWS) deploy/local/demo.sh
 
-# promtool (Debian's prometheus package) for the Prometheus checks in tests/deploy; skipped,
-# with the reason, where it cannot be installed.
+# Debian's promtool (package prometheus) for the Prometheus checks in tests/deploy, and chromium for
+# the console's browser tests; each skipped, with the reason, where it cannot be installed.
 tools:
-	@deploy/local/ensure_promtool.sh
+	@deploy/local/ensure_debian_tool.sh promtool prometheus "tests/deploy skips the promtool checks"
+	@deploy/local/ensure_debian_tool.sh chromium chromium "the console's browser tests skip"
 
 test: install redis tools
 	$(PY) -m pytest

@@ -135,6 +135,18 @@ def is_loopback(host: str) -> bool:
         return False  # any other name may resolve to a public interface
 
 
+def granted_scopes(presented: bytes, keys: tuple[ApiKey, ...]) -> frozenset[KeyScope] | None:
+    """The scopes `presented` holds among `keys`, or None when it is none of them. Compares with
+    every key in constant time, so the answer time says nothing about which key came close."""
+    granted: frozenset[KeyScope] = frozenset()
+    matched = False
+    for key in keys:
+        same = hmac.compare_digest(presented, key.secret)
+        matched |= same
+        granted |= key.scopes if same else frozenset()
+    return granted if matched else None
+
+
 class ScopedRoute(APIRoute):
     """A route that needs a key with `key_scope` (ApiKeyAuth refuses routes without one)."""
 
@@ -164,29 +176,36 @@ class ApiKeyAuth:
     """Require `Authorization: Bearer KEY` with one of `keys` on every non-public route, a key
     with the scope the route declares (`scoped_route`); a route that declares none is refused.
 
-    Runs before the body is read, so an unauthenticated or unauthorized upload costs nothing;
-    keys are compared in constant time, each one, so the answer time says nothing about which key
-    came close. A request for no route is left to the app's 404 or 405 once the key is valid.
+    Runs before the body is read, so an unauthenticated or unauthorized upload costs nothing. A
+    request for no route is left to the app's 404 or 405 once the key is valid. Paths under
+    `own_auth_prefixes` (the web console) authenticate themselves: they answer a person with a
+    login page rather than a JSON 401.
     """
 
-    def __init__(self, app: ASGIApp, keys: tuple[ApiKey, ...], router: Router) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: tuple[ApiKey, ...],
+        router: Router,
+        own_auth_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.keys = keys
         self.router = router
+        self.own_auth_prefixes = own_auth_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.keys or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
+        if any(path == p or path.startswith(f"{p}/") for p in self.own_auth_prefixes):
+            await self.app(scope, receive, send)
+            return
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
         scheme, _, presented = header.partition(b" ")
-        granted: frozenset[KeyScope] = frozenset()
-        matched = False
-        for key in self.keys:
-            same = hmac.compare_digest(presented.strip(), key.secret)
-            matched |= same
-            granted |= key.scopes if same else frozenset()
-        if scheme.lower() != b"bearer" or not matched:
+        granted = granted_scopes(presented.strip(), self.keys)
+        if scheme.lower() != b"bearer" or granted is None:
             response = error_json(401, "missing or invalid API key", "unauthorized")
             response.headers["WWW-Authenticate"] = "Bearer"
             await response(scope, receive, send)
@@ -396,6 +415,7 @@ def create_app(
     readiness_checks: dict[str, ReadinessCheck] | None = None,
     lifespan: Lifespan | None = None,
     api_keys: tuple[ApiKey, ...] | None = None,
+    own_auth_prefixes: tuple[str, ...] = (),
 ) -> FastAPI:
     """A FastAPI app with tiqu's error envelope, `/healthz`, `/readyz` and `/metrics`.
 
@@ -474,7 +494,10 @@ def create_app(
     keys = configured_api_keys() if api_keys is None else api_keys
     if not keys and api_keys is None:
         log.warning("no TIQU_API_KEYS set: the API answers every request without authentication")
+    app.state.api_keys = keys
     app.openapi = lambda: _openapi(app, authenticated=bool(keys))  # type: ignore[method-assign]
     # Added last, so it runs first: an unauthenticated request is answered before anything else.
-    app.add_middleware(ApiKeyAuth, keys=keys, router=app.router)
+    app.add_middleware(
+        ApiKeyAuth, keys=keys, router=app.router, own_auth_prefixes=own_auth_prefixes
+    )
     return app

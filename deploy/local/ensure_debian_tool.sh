@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# `make tools`: make sure promtool is installed, from Debian's `prometheus` package, so that the
-# tests check deploy/prometheus/ with it. Only the binaries are wanted: the package's service is
-# kept from starting. Never fails the build: without apt-get or root it says why, and the promtool
-# tests skip with that reason.
+# `make tools`: make sure COMMAND is installed, from Debian's PACKAGE, for the tests that use it:
+#   ensure_debian_tool.sh promtool prometheus "tests/deploy skips the promtool checks"
+#   ensure_debian_tool.sh chromium chromium "the console's browser tests skip"
+# Only the binaries are wanted: a package's service is kept from starting. Never fails the build:
+# without apt-get or root it says why (SKIPS tells what does without), and those tests skip.
 set -u
 
+command_name=$1
+package=$2
+skips=$3
 log=${TOOLS_LOG:-var/log/tools.log}
 mkdir -p "$(dirname "$log")"
 
-if command -v promtool >/dev/null 2>&1; then
+if command -v "$command_name" >/dev/null 2>&1; then
   exit 0
 fi
 skip() {
-  echo "promtool not installed: $1; tests/deploy skips the promtool checks" >&2
+  echo "$command_name not installed: $1; $skips" >&2
   exit 0
 }
-command -v apt-get >/dev/null 2>&1 || skip "apt-get is not available (install Prometheus' promtool by hand)"
+command -v apt-get >/dev/null 2>&1 || skip "apt-get is not available (install Debian's $package by hand)"
 
 sudo=()
 if [ "$(id -u)" -ne 0 ]; then
@@ -26,29 +30,29 @@ fi
 # invoke-rc.d asks /usr/sbin/policy-rc.d whether a package may start its service; 101 says no.
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then
-  printf '#!/bin/sh\n# written by tiqu deploy/local/ensure_promtool.sh while installing\nexit 101\n' \
+  printf '#!/bin/sh\n# written by tiqu deploy/local/ensure_debian_tool.sh while installing\nexit 101\n' \
     | "${sudo[@]}" tee "$policy" >/dev/null
   "${sudo[@]}" chmod 755 "$policy"
   trap '"${sudo[@]}" rm -f "$policy"' EXIT
 fi
 
-install_prometheus() {
+install_package() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    --no-install-recommends prometheus >>"$log" 2>&1
+    --no-install-recommends "$package" >>"$log" 2>&1
 }
-echo "installing Debian's prometheus package for promtool (log: $log)"
-if ! install_prometheus; then
+echo "installing Debian's $package package for $command_name (log: $log)"
+if ! install_package; then
   # A fresh machine may have no package lists yet.
-  "${sudo[@]}" apt-get update -qq >>"$log" 2>&1 && install_prometheus
+  "${sudo[@]}" apt-get update -qq >>"$log" 2>&1 && install_package
 fi
 
-# Where systemd runs, the unit may have been enabled: tiqu starts Prometheus itself (make up).
+# Where systemd runs, the package's unit may have been enabled: tiqu starts its servers itself.
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-  "${sudo[@]}" systemctl disable --now prometheus.service >>"$log" 2>&1 || true
+  "${sudo[@]}" systemctl disable --now "$package.service" >>"$log" 2>&1 || true
 fi
 
-if command -v promtool >/dev/null 2>&1; then
-  echo "installed $(promtool --version 2>&1 | head -n 1)"
+if command -v "$command_name" >/dev/null 2>&1; then
+  echo "installed $("$command_name" --version 2>&1 | head -n 1)"
 else
-  skip "apt-get install prometheus failed (see $log)"
+  skip "apt-get install $package failed (see $log)"
 fi

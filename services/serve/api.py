@@ -31,6 +31,9 @@ from services.serve.batch import (
     status_key,
     stream_output,
 )
+from services.serve.console import adapters as adapter_pages
+from services.serve.console import jobs, metrics, playground, review
+from services.serve.console.web import CONSOLE_PATH, mount_console
 from services.serve.gateway import Gateway, Result
 from services.serve.protocol import (
     ADAPTER_REF,
@@ -42,7 +45,6 @@ from services.serve.protocol import (
     ExtractBatchResponse,
     ExtractRequest,
     ExtractResponse,
-    FieldSpan,
 )
 from services.serve.tasks import queue_batch
 from shared.api import DEFAULT_MAX_BODY_BYTES, KeyScope, create_app, scoped_route
@@ -106,22 +108,6 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-def _response(result: Result, started: float) -> ExtractResponse:
-    extraction = result.extraction
-    return ExtractResponse(
-        fields=extraction.fields,
-        grounded=extraction.grounded,
-        spans={
-            name: None if span is None else FieldSpan(**span.as_dict())
-            for name, span in extraction.spans.items()
-        },
-        adapter=result.adapter,
-        valid_json=extraction.valid_json,
-        truncated=extraction.truncated,
-        latency_ms=round((time.perf_counter() - started) * 1000, 2),
-    )
-
-
 async def _counted(route: str, asked: str, work: Awaitable[list[Result]]) -> list[Result]:
     """Count the request by route, status and adapter name (the one that answered, or `asked`,
     the gateway's label for the one asked for, when it failed)."""
@@ -155,7 +141,7 @@ async def extract(body: ExtractRequest, request: Request, gateway: GatewayDep) -
         gateway.metric_label(body.adapter),
         cancel_on_disconnect(request, gateway.extract_many([body.text], body.adapter)),
     )
-    return _response(results[0], started)
+    return ExtractResponse.of(results[0], started)
 
 
 @extract_router.post(
@@ -174,7 +160,7 @@ async def extract_batch(
         cancel_on_disconnect(request, gateway.extract_many(body.texts, body.adapter)),
     )
     return ExtractBatchResponse(
-        results=[_response(r, started) for r in results],
+        results=[ExtractResponse.of(r, started) for r in results],
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
     )
 
@@ -333,15 +319,15 @@ def read_batch_output(job_id: str, store: StoreDep) -> StreamingResponse:
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def lifespan(application: FastAPI) -> AsyncIterator[None]:
     global _gateway
     gateway = Gateway(get_settings(), Store.from_settings())
     await gateway.start()
-    _gateway = gateway
+    _gateway = application.state.gateway = gateway
     try:
         yield
     finally:
-        _gateway = None
+        _gateway = application.state.gateway = None
         await gateway.stop()
 
 
@@ -374,9 +360,14 @@ def build_app() -> FastAPI:
             for part in ("engine", "structured_output", "default_adapter")
         },
         lifespan=lifespan,
+        own_auth_prefixes=(CONSOLE_PATH,),
     )
     application.include_router(extract_router)
     application.include_router(batch_router)
+    mount_console(
+        application,
+        [playground.router, adapter_pages.router, jobs.router, review.router, metrics.router],
+    )
     return application
 
 

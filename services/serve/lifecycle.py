@@ -215,7 +215,10 @@ class AdapterManager:
             name, version = adapters.parse_ref(reference)
         if version is None:
             if name not in self.aliases:
-                raise NotFoundError(f"adapter {name} is not served here", param="adapter")
+                raise NotFoundError(
+                    f"adapter {name} is not served here{self._refusal_note(name)}",
+                    param="adapter",
+                )
             version = self.aliases[name]
         served = self.loaded.get(version_key(name, version))
         if served is None:
@@ -296,6 +299,14 @@ class AdapterManager:
         self.refused.move_to_end(key)
         while len(self.refused) > REFUSED_LIMIT:
             self.refused.popitem(last=False)
+
+    def _refusal_note(self, name: str) -> str:
+        """Why `name` is not served when its latest refused version is the reason, else ''."""
+        refused = [(k, m) for k, (m, _) in self.refused.items() if k.partition("@")[0] == name]
+        if not refused:
+            return ""
+        key, message = refused[-1]
+        return f": {key} failed to load ({message})"
 
     def _raise_if_refused(self, key: str) -> None:
         if key in self.refused:

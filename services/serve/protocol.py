@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared.jobs import JobState
+
+if TYPE_CHECKING:
+    from services.serve.gateway import Result
 
 ADAPTER_REF = r"^[a-z0-9][a-z0-9_\-]{0,62}([@:/]v[1-9][0-9]{0,8})?$"
 MAX_BATCH_TEXTS = 64
@@ -70,6 +74,23 @@ class ExtractResponse(BaseModel):
     valid_json: bool = Field(description="The model's whole answer was schema-valid JSON.")
     truncated: bool = Field(description="The token budget cut the answer; its whole fields kept.")
     latency_ms: float
+
+    @classmethod
+    def of(cls, result: Result, started: float) -> ExtractResponse:
+        """The answer to a request that started at `started` (time.perf_counter)."""
+        extraction = result.extraction
+        return cls(
+            fields=extraction.fields,
+            grounded=extraction.grounded,
+            spans={
+                name: None if span is None else FieldSpan(**span.as_dict())
+                for name, span in extraction.spans.items()
+            },
+            adapter=result.adapter,
+            valid_json=extraction.valid_json,
+            truncated=extraction.truncated,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
 
 
 class ExtractBatchResponse(BaseModel):
