@@ -6,6 +6,7 @@ Set TIQU_CONSOLE_SCREENSHOTS=docs/console to refresh the README's screenshots.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -23,6 +25,7 @@ from shared.schema import get_schema
 from shared.settings import get_settings
 from shared.store import Store
 from tests.engine_fixtures import API_KEY, copy_lora
+from tests.reliability.job_support import write_batch_export
 from tests.serve.serve_support import train_lora
 from tests.train.train_support import split_records, write_distill_run
 
@@ -39,33 +42,28 @@ RUN_ID = "dr-00000000000000c0-000000000001"
 WAIT_MS = 60_000
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+@pytest.fixture
+def page() -> Iterator[Any]:
+    """A fresh Chromium page. Requested last by each test: Playwright's sync API runs an event
+    loop, and fixtures such as a distill run need `asyncio.run` before it starts."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("chromium is not installed (`make tools` installs Debian's chromium)")
     with playwright.sync_playwright() as driver:
         # Root has no user namespace sandbox here; the pages are the test's own.
-        launched = driver.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield launched
-        launched.close()
+        browser = driver.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+        context.set_default_timeout(WAIT_MS)
+        yield context.new_page()
+        browser.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-    context.set_default_timeout(WAIT_MS)
-    opened = context.new_page()
-    yield opened
-    context.close()
-
-
-def screenshot(page: Any, name: str) -> None:
+def screenshot(page: Any, name: str, *, full_page: bool = True) -> None:
     """Keep a picture of the page for docs/console when asked to."""
     folder = os.environ.get("TIQU_CONSOLE_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=full_page)
 
 
 def sign_in(page: Any, url: str, key: str = API_KEY) -> None:
@@ -101,9 +99,9 @@ def test_sign_in_extract_with_highlights_and_read_an_adapters_report(
     serve_model: Path,
     serve_records: list[dict[str, Any]],
     start_gateway,
-    page: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    page: Any,
 ) -> None:
     train_with_cli(serve_records, monkeypatch)
     learned = train_lora(
@@ -180,3 +178,80 @@ def test_sign_in_extract_with_highlights_and_read_an_adapters_report(
     # A wrong address inside the console is a page, not a stack trace.
     page.goto(f"{gateway.url}/console/adapters/extractor/v99")
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+
+
+def test_watch_a_batch_job_to_100_percent_and_correct_a_rejected_label(
+    register,
+    loras,
+    start_gateway,
+    start_worker,
+    rejected_run,
+    tmp_path: Path,
+    page: Any,
+) -> None:
+    dataset_id, run_id, rejected = rejected_run
+    register("extractor", loras.nulls)
+    gateway = start_gateway()
+    start_worker(
+        "batch",
+        TIQU_GATEWAY_URL=gateway.url,
+        TIQU_GATEWAY_API_KEY=API_KEY,
+        TIQU_BATCH_CHUNK_ROWS="4",
+        TIQU_BATCH_CONCURRENCY="2",
+        TIQU_WORKER_METRICS_PORT="0",
+    )
+    export = tmp_path / "complaints.csv"
+    write_batch_export(export, 24)
+    with export.open("rb") as handle:
+        accepted = httpx.post(
+            f"{gateway.url}/v1/batches",
+            files={"file": (export.name, handle, "text/csv")},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=30,
+        )
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["job_id"]
+
+    # Signing in on a deep link comes back to it.
+    page.goto(f"{gateway.url}/console/jobs")
+    sign_in(page, gateway.url)
+    expect(page).to_have_url(re.compile(r"/console/jobs$"))
+    page.get_by_role("link", name=job_id).click()
+    expect(page.locator("#percent")).to_have_text("100%")  # htmx refreshes it every second
+    expect(page.locator("#state")).to_have_text("ready")
+    screenshot(page, "batch-job")
+    with page.expect_download() as download:
+        page.locator("#download").click()
+    lines = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["row"] for line in lines] == list(range(24))
+    page.goto(f"{gateway.url}/console/jobs")
+    screenshot(page, "jobs")
+    page.goto(f"{gateway.url}/console/jobs/batch/bj-0000000000000000")
+    expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+
+    # Review: the run's rejected rows; a made-up name is refused, the corrected label is kept.
+    page.get_by_role("link", name="Review").click()
+    page.get_by_role("link", name=run_id).click()
+    first = page.locator("#row-1")
+    expect(first).to_contain_text(rejected[0]["reason"])
+    for field in ("name", "phone", "email", "address"):
+        first.get_by_label(field, exact=True).fill("")
+    first.get_by_label("question", exact=True).fill(rejected[0]["text"][:12])
+    first.get_by_label("name", exact=True).fill("不存在的人")
+    first.get_by_role("button", name="Accept").click()
+    expect(first.get_by_role("alert")).to_contain_text("does not occur in the complaint text")
+    first.get_by_label("name", exact=True).fill("")
+    first.get_by_role("button", name="Accept").click()
+    expect(first.get_by_role("status")).to_contain_text("Saved as corrections@v1")
+    screenshot(page, "review", full_page=False)
+    first.get_by_role("link", name="corrections@v1").click()
+    row = page.locator(f'#labelset-rows tr[data-row="{rejected[0]["id"]}"]')
+    expect(row).to_contain_text(run_id)
+    expect(row).to_contain_text(rejected[0]["text"][:12])
+    screenshot(page, "labelset")
+    assert dataset_id in page.locator(f'#labelset-rows a[href*="{run_id}"]').get_attribute("href")
+
+    page.get_by_role("link", name="Metrics").click()
+    expect(page.get_by_role("heading", name="Metrics")).to_be_visible()
+    expect(page.get_by_role("rowheader", name="extractor")).to_be_visible()
+    screenshot(page, "metrics")
