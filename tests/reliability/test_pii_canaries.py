@@ -231,6 +231,13 @@ def test_canaries_leave_no_trace_outside_the_data(
                 f"{gateway.url}/v1/extract", json={"text": text}, headers=auth(), timeout=60
             )
             assert answer.status_code == 200, answer.text
+        # The console's playground, signed in as a person is: answers and refusals.
+        with httpx.Client(base_url=gateway.url, timeout=60) as console:
+            signed_in = console.post("/console/login", data={"key": API_KEY, "next": ""})
+            assert signed_in.status_code == 303, signed_in.text
+            for text, adapter in [(texts[0], ""), (texts[1], "nobody"), (texts[2] * 5, "")]:
+                shown = console.post("/console/playground", data={"text": text, "adapter": adapter})
+                assert shown.status_code in (200, 404, 413), shown.text
         batch = httpx.post(
             f"{gateway.url}/v1/extract/batch", json={"texts": texts}, headers=auth(), timeout=120
         )
@@ -288,7 +295,8 @@ def test_canaries_leave_no_trace_outside_the_data(
         11,
         f"{len(CANARIES)} complaints with unique canary names (4 Chinese, 1 Latin), phones and "
         "e-mails, among 90 generated ones, through ingest → distill (stub teacher) → train → "
-        f"gateway on vLLM via the APIs and workers; {len(error_bodies)} refused requests built "
+        f"gateway on vLLM via the APIs, workers and the console's playground; {len(error_bodies)} "
+        "refused requests built "
         "from the canary texts (headerless/broken uploads, oversize, wrong types, bad adapter)",
         f"0 of {len(needles())} canary strings (and their \\u-escaped forms, phones also without "
         f"separators) in {len(logs)} process logs ({log_bytes / 1024:.0f} KiB), "
