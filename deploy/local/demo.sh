@@ -65,6 +65,7 @@ PY
 
 step "done in $(( $(date +%s) - started )) s; the stack keeps running (make down stops it)"
 cat <<TXT
+  web console          http://127.0.0.1:8003/console   (key: $TIQU_API_KEYS)
   extraction API docs  http://127.0.0.1:8003/docs   (API key: $TIQU_API_KEYS)
   try it               curl -s http://127.0.0.1:8003/v1/extract -H 'Authorization: Bearer $TIQU_API_KEYS' \\
                          -H 'content-type: application/json' -d '{"text": "我叫王芳，电话13800138000，快递丢了"}'

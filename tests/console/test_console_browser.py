@@ -243,6 +243,7 @@ def test_watch_a_batch_job_to_100_percent_and_correct_a_rejected_label(
     first.get_by_label("name", exact=True).fill("")
     first.get_by_role("button", name="Accept").click()
     expect(first.get_by_role("status")).to_contain_text("Saved as corrections@v1")
+    first.evaluate("row => row.scrollIntoView()")
     screenshot(page, "review", full_page=False)
     first.get_by_role("link", name="corrections@v1").click()
     row = page.locator(f'#labelset-rows tr[data-row="{rejected[0]["id"]}"]')
