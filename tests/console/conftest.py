@@ -1,4 +1,5 @@
-"""Console fixtures: a real distill run with rejected rows, made with the teacher stub."""
+"""Console fixtures: the pages on an app built as the gateway builds it, and a real distill run
+with rejected rows, made with the teacher stub."""
 
 from __future__ import annotations
 
@@ -7,15 +8,31 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fastapi import APIRouter, FastAPI
 
 from services.distill.run import DistillOptions, run_distill
 from services.distill.stub import StubServer
+from services.serve.console.web import CONSOLE_PATH, mount_console
+from shared.api import create_app, parse_api_keys
 from shared.store import Layout, Store
 
 # The distill fixtures, shared: a generated dataset, the teacher stub, settings pointing at it.
 from tests.distill.conftest import make_dataset, start_stub, use_teacher  # noqa: F401
 
 RejectedRun = tuple[str, str, list[dict[str, Any]]]
+
+
+def console_app(pages: list[APIRouter], api_keys: str) -> FastAPI:
+    """`pages` of the console on an app with the gateway's shell, keys given as TIQU_API_KEYS."""
+    app = create_app(
+        service="serve",
+        title="console under test",
+        description="console pages",
+        own_auth_prefixes=(CONSOLE_PATH,),
+        api_keys=parse_api_keys(api_keys),
+    )
+    mount_console(app, pages)
+    return app
 
 
 @pytest.fixture

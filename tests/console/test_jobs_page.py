@@ -19,14 +19,14 @@ from services.ingest.pipeline import IngestOptions, ingest_bytes
 from services.serve import batch
 from services.serve.console import jobs
 from services.serve.console.jobs import JobKind, duration_text, list_jobs, read_job
-from services.serve.console.web import KEY_COOKIE, mount_console
+from services.serve.console.web import KEY_COOKIE
 from services.train import tasks as train_tasks
 from services.train.request import TrainParams, TrainRequest
-from shared.api import ApiKey, KeyScope, create_app
 from shared.jobs import JobState, JobStatus, load_status, save_status
 from shared.queue import app as celery_app
 from shared.settings import get_settings
 from shared.store import Layout, Store
+from tests.console.conftest import console_app
 
 ADMIN_KEY = "admin-key-for-console-tests"
 BATCH_KEY = "batch-key-for-console-tests"
@@ -50,19 +50,7 @@ def store() -> Store:
 
 @pytest.fixture
 def console() -> FastAPI:
-    app = create_app(
-        service="serve",
-        title="t",
-        description="d",
-        own_auth_prefixes=("/console",),
-        api_keys=(
-            ApiKey(ADMIN_KEY.encode(), frozenset({KeyScope.admin})),
-            ApiKey(BATCH_KEY.encode(), frozenset({KeyScope.batch})),
-            ApiKey(EXTRACT_KEY.encode(), frozenset({KeyScope.extract})),
-        ),
-    )
-    mount_console(app, [jobs.router])
-    return app
+    return console_app([jobs.router], f"admin:{ADMIN_KEY},batch:{BATCH_KEY},extract:{EXTRACT_KEY}")
 
 
 def client(app: FastAPI, key: str | None) -> TestClient:

@@ -19,7 +19,7 @@ from services.serve.console.metrics import (
     histogram_quantile,
     samples_of,
 )
-from services.serve.console.web import KEY_COOKIE, mount_console
+from services.serve.console.web import KEY_COOKIE
 from services.serve.gateway import (
     EXTRACT_LATENCY,
     FIELD_OUTCOMES,
@@ -27,7 +27,7 @@ from services.serve.gateway import (
     LATENCY_BUCKETS,
     REJECTED,
 )
-from shared.api import ApiKey, KeyScope, create_app
+from tests.console.conftest import console_app
 
 EXTRACT_KEY = "extract-key-for-metrics-tests"
 
@@ -96,15 +96,7 @@ def test_a_glance_reduces_a_registrys_samples_per_adapter() -> None:
 
 @pytest.fixture
 def console() -> FastAPI:
-    app = create_app(
-        service="serve",
-        title="t",
-        description="d",
-        own_auth_prefixes=("/console",),
-        api_keys=(ApiKey(EXTRACT_KEY.encode(), frozenset({KeyScope.extract})),),
-    )
-    mount_console(app, [metrics.router])
-    return app
+    return console_app([metrics.router], f"extract:{EXTRACT_KEY}")
 
 
 def _number(page: str, element_id: str) -> str:

@@ -13,34 +13,25 @@ from starlette.testclient import TestClient
 
 from services.serve.console import review
 from services.serve.console.playground import Segment, highlight
-from services.serve.console.web import KEY_COOKIE, mount_console
+from services.serve.console.web import KEY_COOKIE
 from services.train.data import find_run, load_labelset, load_split, with_labelsets
 from services.train.request import pin_labelsets
 from shared import labelsets
-from shared.api import create_app, parse_api_keys
 from shared.store import Store
-from tests.console.conftest import RejectedRun
+from tests.console.conftest import RejectedRun, console_app
 
 ADMIN_KEY = "k1"
 EXTRACT_KEY = "k2"
 HTMX = {"HX-Request": "true"}
 
 
-def console_app() -> FastAPI:
-    app = create_app(
-        service="serve",
-        title="t",
-        description="d",
-        own_auth_prefixes=("/console",),
-        api_keys=parse_api_keys(f"{ADMIN_KEY},extract:{EXTRACT_KEY}"),
-    )
-    mount_console(app, [review.router])
-    return app
+def review_app() -> FastAPI:
+    return console_app([review.router], f"{ADMIN_KEY},extract:{EXTRACT_KEY}")
 
 
 def client(key: str | None = ADMIN_KEY) -> TestClient:
     cookies = {KEY_COOKIE: key} if key else None
-    return TestClient(console_app(), cookies=cookies, follow_redirects=False)
+    return TestClient(review_app(), cookies=cookies, follow_redirects=False)
 
 
 def run_path(run: RejectedRun) -> str:
