@@ -67,6 +67,11 @@ class Layout:
         return f"datasets/{dataset_id}/status.json"
 
     @staticmethod
+    def dataset_request(dataset_id: str) -> str:
+        """What an ingest was asked to do: resubmitting a failed one reads it."""
+        return f"datasets/{dataset_id}/request.json"
+
+    @staticmethod
     def distill_runs_dir(dataset_id: str) -> str:
         return f"datasets/{dataset_id}/distill"
 

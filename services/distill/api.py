@@ -23,11 +23,11 @@ from services.distill.run import (
     load_run_manifest,
     run_id_for,
 )
-from services.distill.tasks import distill_run, status_key
+from services.distill.tasks import queue_distill, status_key
 from services.ingest.pipeline import load_manifest
 from shared.api import KeyScope, create_app, scoped_route
 from shared.errors import InvalidInputError, NotFoundError, UnavailableError, error_responses
-from shared.jobs import JobState, enqueue, load_status, needs_worker
+from shared.jobs import JobState, load_status, needs_worker
 from shared.schema import get_schema
 from shared.store import Store
 
@@ -92,13 +92,7 @@ def create_run(body: DistillRunCreate, store: StoreDep) -> JSONResponse:
     run_id = run_id_for(body.dataset_id, options, ExtractionPrompt.for_schema(get_schema()))
     run = _find(store, body.dataset_id, run_id)
     if needs_worker("distill", run_id, run.state if run else None):
-        enqueue(
-            store,
-            status_key(body.dataset_id, run_id),
-            distill_run,
-            kwargs={"dataset_id": body.dataset_id, "run_id": run_id, "options": options.to_dict()},
-            task_id=f"distill-{run_id}",
-        )
+        queue_distill(store, body.dataset_id, run_id, options)
         run = DistillRunPublic(run_id=run_id, dataset_id=body.dataset_id, state=JobState.QUEUED)
     assert run is not None
     status_code = 200 if run.state == JobState.READY else 202

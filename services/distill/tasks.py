@@ -18,7 +18,14 @@ from prometheus_client import Counter, Histogram
 from services.distill.prompt import ExtractionPrompt
 from services.distill.run import DistillOptions, RunProgress, run_distill, run_id_for
 from shared.errors import TiquError
-from shared.jobs import JobLease, JobState, JobStatus, save_status, settle_failure
+from shared.jobs import (
+    JobLease,
+    JobState,
+    JobStatus,
+    enqueue,
+    save_status,
+    settle_failure,
+)
 from shared.queue import app, publish_event
 from shared.schema import get_schema
 from shared.store import Layout, Store, StoreError
@@ -42,6 +49,10 @@ DISTILL_DURATION = Histogram(
 
 def status_key(dataset_id: str, run_id: str) -> str:
     return Layout.distill_run(dataset_id, run_id, "status.json")
+
+
+def request_key(dataset_id: str, run_id: str) -> str:
+    return Layout.distill_run(dataset_id, run_id, "request.json")
 
 
 def record_metrics(manifest: dict[str, Any]) -> None:
@@ -124,3 +135,18 @@ def distill_run(
     )
     log.info("distill run ready", extra={"run_id": run_id, "reused": result.reused})
     return {"run_id": run_id, "state": JobState.READY.value, "counts": counts}
+
+
+def queue_distill(store: Store, dataset_id: str, run_id: str, options: DistillOptions) -> None:
+    """Record what distill run `run_id` is asked to do and queue its task: a new run, or one that
+    failed or whose worker died (it resumes from the teacher cache). Raises UnavailableError when
+    the queue cannot take it."""
+    request = {"dataset_id": dataset_id, "run_id": run_id, "options": options.to_dict()}
+    store.write_json(request_key(dataset_id, run_id), request)
+    enqueue(
+        store,
+        status_key(dataset_id, run_id),
+        distill_run,
+        kwargs=request,
+        task_id=f"distill-{run_id}",
+    )

@@ -22,10 +22,10 @@ from prometheus_client import Counter
 
 from services.ingest.pipeline import IngestOptions, dataset_id_for, load_manifest
 from services.ingest.protocol import DatasetCounts, DatasetList, DatasetPublic
-from services.ingest.tasks import ingest_dataset
+from services.ingest.tasks import queue_ingest
 from shared.api import KeyScope, create_app, scoped_route
 from shared.errors import NotFoundError, PayloadTooLargeError, UnavailableError, error_responses
-from shared.jobs import JobState, enqueue, load_status, needs_worker
+from shared.jobs import JobState, load_status, needs_worker
 from shared.store import Layout, Store
 from shared.tables import ExportFileError
 from shared.uploads import store_upload
@@ -105,18 +105,7 @@ async def create_dataset(
     if await run_in_threadpool(
         needs_worker, "ingest", dataset_id, status.state if status else None
     ):
-        enqueue(
-            store,
-            status_key,
-            ingest_dataset,
-            kwargs={
-                "dataset_id": dataset_id,
-                "raw_key": upload.key,
-                "filename": filename,
-                "options": options.to_dict(),
-            },
-            task_id=f"ingest-{dataset_id}",
-        )
+        queue_ingest(store, dataset_id, raw_key=upload.key, filename=filename, options=options)
         UPLOAD_BYTES.inc(upload.size)
     UPLOADS.labels("accepted").inc()
     return JSONResponse(_public(store, dataset_id).model_dump(mode="json"), status_code=202)

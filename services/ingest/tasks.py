@@ -13,7 +13,14 @@ from prometheus_client import Counter, Histogram
 
 from services.ingest.pipeline import IngestOptions, ingest_bytes
 from shared.errors import TiquError
-from shared.jobs import JobLease, JobState, JobStatus, save_status, settle_failure
+from shared.jobs import (
+    JobLease,
+    JobState,
+    JobStatus,
+    enqueue,
+    save_status,
+    settle_failure,
+)
 from shared.queue import app, publish_event
 from shared.store import Layout, Store, StoreError
 
@@ -89,3 +96,19 @@ def ingest_dataset(
     publish_event("dataset.ready", {"dataset_id": dataset_id, "counts": result.manifest["counts"]})
     log.info("ingest finished", extra={"dataset_id": dataset_id, "reused": result.reused})
     return {"dataset_id": dataset_id, "state": "ready", "counts": result.manifest["counts"]}
+
+
+def queue_ingest(
+    store: Store, dataset_id: str, *, raw_key: str, filename: str, options: IngestOptions
+) -> None:
+    """Record what dataset `dataset_id` is built from and queue its task: a new dataset, or one
+    that failed or whose worker died. Raises UnavailableError when the queue cannot take it."""
+    request = {"raw_key": raw_key, "filename": filename, "options": options.to_dict()}
+    store.write_json(Layout.dataset_request(dataset_id), request)
+    enqueue(
+        store,
+        Layout.dataset_status(dataset_id),
+        ingest_dataset,
+        kwargs={"dataset_id": dataset_id, **request},
+        task_id=f"ingest-{dataset_id}",
+    )

@@ -14,7 +14,8 @@ import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from services.distill.run import RunProgress
+from services.distill import tasks as distill_tasks
+from services.distill.run import DistillOptions, RunProgress
 from services.ingest.pipeline import IngestOptions, ingest_bytes
 from services.serve import batch
 from services.serve.console import jobs
@@ -65,12 +66,39 @@ def ready_dataset(store: Store) -> str:
 
 
 def failed_dataset(store: Store) -> str:
+    """A dataset failed before tiqu recorded ingest requests: nothing to queue again from."""
     dataset_id = "ds-00000000000000ff"
     failed = JobStatus(
         state=JobState.FAILED, error="the export has no text column", error_code="no_text_column"
     )
     save_status(store, Layout.dataset_status(dataset_id), failed)
     return dataset_id
+
+
+def failed_ingest(store: Store) -> str:
+    dataset_id = "ds-00000000000000fe"
+    request = {
+        "raw_key": f"raw/{'1' * 64}/export.csv",
+        "filename": "export.csv",
+        "options": IngestOptions().to_dict(),
+    }
+    store.write_json(Layout.dataset_request(dataset_id), request)
+    failed = JobStatus(state=JobState.FAILED, error="internal error", error_code="internal")
+    save_status(store, Layout.dataset_status(dataset_id), failed)
+    return dataset_id
+
+
+def failed_distill(store: Store) -> str:
+    dataset_id = "ds-00000000000000aa"  # the dataset DISTILL_RUN_ID names
+    request = {
+        "dataset_id": dataset_id,
+        "run_id": DISTILL_RUN_ID,
+        "options": DistillOptions.from_settings().to_dict(),
+    }
+    store.write_json(distill_tasks.request_key(dataset_id, DISTILL_RUN_ID), request)
+    failed = JobStatus(state=JobState.FAILED, error="teacher errors", error_code="teacher_errors")
+    save_status(store, distill_tasks.status_key(dataset_id, DISTILL_RUN_ID), failed)
+    return DISTILL_RUN_ID
 
 
 def running_distill(store: Store, updated_at: datetime = T0) -> str:
@@ -302,7 +330,7 @@ def test_a_ready_batch_jobs_page_offers_its_output_for_download(
     assert client(console, ADMIN_KEY).get(f"/console/jobs/batch/{job_id}/output").status_code == 403
 
 
-def test_a_failed_dataset_says_why_it_is_not_queued_again_here(
+def test_a_failed_dataset_without_a_recorded_request_says_why_it_is_not_queued_again(
     console: FastAPI, store: Store
 ) -> None:
     dataset_id = failed_dataset(store)
@@ -321,7 +349,7 @@ def broker() -> Iterator[redis.Redis]:
     the messages a test leaves there are taken out again."""
     client = redis.Redis.from_url(celery_app.conf.broker_url)
     client.ping()
-    before = {queue: client.llen(queue) for queue in ("train", "batch")}
+    before = {queue: client.llen(queue) for queue in ("ingest", "distill", "train", "batch")}
     yield client
     for queue, length in before.items():
         while client.llen(queue) > length:
@@ -330,7 +358,12 @@ def broker() -> Iterator[redis.Redis]:
 
 @pytest.mark.parametrize(
     ("kind", "make_failed", "key"),
-    [("batch", failed_batch, BATCH_KEY), ("train", failed_training, ADMIN_KEY)],
+    [
+        ("dataset", failed_ingest, ADMIN_KEY),
+        ("distill", failed_distill, ADMIN_KEY),
+        ("train", failed_training, ADMIN_KEY),
+        ("batch", failed_batch, BATCH_KEY),
+    ],
 )
 def test_a_failed_job_is_queued_again_from_its_stored_request(
     console: FastAPI,
@@ -352,13 +385,18 @@ def test_a_failed_job_is_queued_again_from_its_stored_request(
     assert answer.headers["location"] == f"/console/jobs/{kind}/{job_id}"
     job = read_job(store, JobKind(kind), job_id)
     assert job is not None and job.state == JobState.QUEUED
-    message = json.loads(broker.lindex(kind, 0))
-    assert message["headers"]["id"] == f"{kind}-{job_id}"
+    queue = "ingest" if kind == "dataset" else kind
+    message = json.loads(broker.lindex(queue, 0))
+    assert message["headers"]["id"] == f"{queue}-{job_id}"
     _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
-    stored_request = (
-        batch.request_key(job_id) if kind == "batch" else train_tasks.request_key(job_id)
-    )
-    assert kwargs["request"] == store.read_json(stored_request)
+    stored = store.read_json(jobs.request_key(JobKind(kind), job_id) or "")
+    expected = {
+        "dataset": {"dataset_id": job_id, **stored},
+        "distill": stored,
+        "train": {"train_run_id": job_id, "request": stored},
+        "batch": {"job_id": job_id, "request": stored},
+    }
+    assert kwargs == expected[kind]
 
     again = visitor.post(f"/console/jobs/{kind}/{job_id}/resubmit")
     assert again.status_code == 409  # queued now: nothing to queue again

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from services.distill.tasks import request_key
 from shared.jobs import job_lease_held
 from shared.queue import subscribe_events
 from shared.store import Store
@@ -78,6 +79,9 @@ def test_api_answers_202_200_404_and_the_worker_distills(
     created = submit(api.url, dataset_id=dataset.dataset_id, limit=50)
     assert created.status_code == 202, created.text
     run_id = created.json()["run_id"]
+    # What the console queues a failed run again from.
+    recorded = Store.from_settings().read_json(request_key(dataset.dataset_id, run_id))
+    assert recorded["options"]["limit"] == 50 and recorded["run_id"] == run_id
     assert created.json()["state"] in ("queued", "running")
 
     body = wait_ready(api.url, run_id)

@@ -11,6 +11,7 @@ import pytest
 
 from shared.queue import subscribe_events
 from shared.samples import generate_complaints, write_export
+from shared.store import Layout, Store
 from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -71,6 +72,9 @@ def test_upload_is_ingested_by_the_worker(
     assert body["counts"]["rows"] == 300
     assert body["counts"]["clean"] + body["counts"]["rejected"] == 300
     assert body["manifest"]["source"]["sheets"] == ["2026Q1", "2026Q2"]
+    # What the console queues a failed ingest again from.
+    recorded = Store.from_settings().read_json(Layout.dataset_request(dataset_id))
+    assert recorded["filename"] == export_xlsx.name and recorded["raw_key"].startswith("raw/")
 
     listing = httpx.get(f"{api.url}/v1/datasets", timeout=5).json()
     assert [d["dataset_id"] for d in listing["datasets"]] == [dataset_id]

@@ -2,8 +2,8 @@
 
 The page reads the same status and manifest objects the services' APIs answer from, so it needs
 no service but the store. A job's progress refreshes itself with htmx while it is queued or
-running. A failed training or batch job can be queued again from its page, exactly as its API
-queues a resubmitted one; a failed dataset or distill run cannot (see `RESUBMIT_REFUSALS`).
+running. A failed job can be queued again from its page from the request its API recorded,
+exactly as the API queues a resubmitted one.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
-from services.distill.run import DATASET_ID, dataset_of, load_run_manifest
-from services.distill.tasks import status_key as distill_status_key
-from services.ingest.pipeline import load_manifest
+from services.distill import tasks as distill_tasks
+from services.distill.run import DATASET_ID, DistillOptions, dataset_of, load_run_manifest
+from services.ingest import tasks as ingest_tasks
+from services.ingest.pipeline import IngestOptions, load_manifest
 from services.serve import batch
 from services.serve.console.web import (
     CONSOLE_PATH,
@@ -65,14 +66,11 @@ JOB_KIND_SCOPES = {
 }
 # Why a failed job of these kinds is not queued again from here: their APIs rebuild the task from
 # what the client sends again, and the store keeps none of it for a job that failed.
-RESUBMIT_REFUSALS = {
-    JobKind.DATASET: "The store keeps the upload but not the options it was sent with (text "
-    "column, sheet), and the dataset id depends on them: upload the same file again with the "
-    "same options (POST /v1/datasets) to queue it again.",
-    JobKind.DISTILL: "The store keeps no request of a distill run that failed (samples, augment, "
-    "limit, export): send the same request again (POST /v1/distill-runs); it resumes from the "
-    "teacher cache.",
-}
+# Jobs queued before their service recorded requests (request.json) cannot be rebuilt here.
+NO_REQUEST = (
+    "the store holds no request of this job (it was queued before tiqu recorded them): send the "
+    "same request to its API again"
+)
 
 
 @dataclass(frozen=True)
@@ -207,7 +205,7 @@ def status_key(kind: JobKind, job_id: str) -> str | None:
         return Layout.dataset_status(job_id) if DATASET_ID.match(job_id) else None
     if kind == JobKind.DISTILL:
         dataset_id = dataset_of(job_id)
-        return distill_status_key(dataset_id, job_id) if dataset_id else None
+        return distill_tasks.status_key(dataset_id, job_id) if dataset_id else None
     if kind == JobKind.TRAIN:
         return train_tasks.status_key(job_id) if TRAIN_RUN_ID.match(job_id) else None
     return batch.status_key(job_id) if batch.BATCH_JOB_ID.match(job_id) else None
@@ -284,35 +282,47 @@ def list_jobs(store: Store, kind: JobKind, limit: int = LIST_LIMIT) -> list[Job]
     return [job for job_id in newest if (job := read_job(store, kind, job_id))]
 
 
+def request_key(kind: JobKind, job_id: str) -> str | None:
+    """Where the request that started a job is stored (None: an id with no dataset in it)."""
+    if kind == JobKind.DATASET:
+        return Layout.dataset_request(job_id)
+    if kind == JobKind.DISTILL:
+        dataset_id = dataset_of(job_id)
+        return distill_tasks.request_key(dataset_id, job_id) if dataset_id else None
+    if kind == JobKind.TRAIN:
+        return train_tasks.request_key(job_id)
+    return batch.request_key(job_id)
+
+
 def job_request(store: Store, job: Job) -> dict[str, Any] | None:
-    """What the job was asked to do: the stored request of a training or batch job, the source
-    and settings a dataset's or distill run's manifest records (none before it is ready)."""
-    if job.kind == JobKind.TRAIN:
-        key = train_tasks.request_key(job.job_id)
-    elif job.kind == JobKind.BATCH:
-        key = batch.request_key(job.job_id)
-    elif job.manifest is None:
-        return None
-    elif job.kind == JobKind.DATASET:
-        return {"source": job.manifest["source"], "settings": job.manifest["settings"]}
-    else:
-        return {"settings": job.manifest["settings"]}
-    return store.read_json(key) if store.exists(key) else None
+    """What the job was asked to do, as its API recorded it when it queued the job."""
+    key = request_key(job.kind, job.job_id)
+    return store.read_json(key) if key and store.exists(key) else None
 
 
 def resubmit(store: Store, job: Job) -> None:
-    """Queue a failed training or batch job again from its stored request, as its API does when
-    the same request comes again. Raises PageError when the job cannot be queued from here."""
+    """Queue a failed job again from its stored request, as its API does when the same request
+    comes again. Raises PageError when the job cannot be queued from here."""
     if job.state != JobState.FAILED:
         raise PageError(
             409, "Not failed", f"{job.job_id} is {job.state}: only a failed job is queued again."
         )
-    if job.kind in RESUBMIT_REFUSALS:
-        raise PageError(409, "Not from here", RESUBMIT_REFUSALS[job.kind])
     request = job_request(store, job)
     if request is None:
-        raise PageError(409, "No request", f"The store holds no request of {job.job_id}.")
-    if job.kind == JobKind.TRAIN:
+        raise PageError(409, "No request", f"{job.job_id}: {NO_REQUEST}.")
+    if job.kind == JobKind.DATASET:
+        ingest_tasks.queue_ingest(
+            store,
+            job.job_id,
+            raw_key=request["raw_key"],
+            filename=request["filename"],
+            options=IngestOptions(**request["options"]),
+        )
+    elif job.kind == JobKind.DISTILL:
+        distill_tasks.queue_distill(
+            store, request["dataset_id"], job.job_id, DistillOptions(**request["options"])
+        )
+    elif job.kind == JobKind.TRAIN:
         train_tasks.queue_training(store, job.job_id, TrainRequest.from_dict(request))
     else:
         queue_batch(store, job.job_id, batch.BatchRequest(**request))
@@ -376,9 +386,10 @@ def batch_output(job_id: str, visitor: VisitorDep, store: StoreDep) -> Streaming
     )
 
 
-def _progress_context(job: Job) -> dict[str, Any]:
+def _progress_context(store: Store, job: Job) -> dict[str, Any]:
     """What the progress fragment shows: the job, and why it cannot be queued again here."""
-    return {"job": job, "resubmit_refusal": RESUBMIT_REFUSALS.get(job.kind)}
+    refusal = None if job_request(store, job) is not None else NO_REQUEST
+    return {"job": job, "resubmit_refusal": refusal}
 
 
 @router.get("/jobs/{kind}/{job_id}")
@@ -391,7 +402,7 @@ def job_page(
         request,
         "job.html",
         request_json=None if asked is None else json.dumps(asked, ensure_ascii=False, indent=2),
-        **_progress_context(job),
+        **_progress_context(store, job),
     )
 
 
@@ -400,7 +411,7 @@ def job_progress(
     request: Request, kind: str, job_id: str, visitor: VisitorDep, store: StoreDep
 ) -> HTMLResponse:
     job = _find(store, visitor, kind, job_id)
-    return page(request, "job_progress.html", **_progress_context(job))
+    return page(request, "job_progress.html", **_progress_context(store, job))
 
 
 @router.post("/jobs/{kind}/{job_id}/resubmit")
