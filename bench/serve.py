@@ -19,7 +19,8 @@ stopped at the end, on errors and on Ctrl-C:
 4. gateway overhead: the same request through the gateway and straight to vLLM (with the
    gateway's own EngineClient), one at a time, alternating, each text's prompt cached first;
 5. throughput of POST /v1/extract with `--concurrency` clients, all on one adapter, then
-   spread over four (and straight to vLLM for comparison);
+   spread over four (and straight to vLLM for comparison, with that adapter and with the base
+   model alone: what LoRA costs on this machine);
 6. a batch job of `--batch-rows` rows (POST /v1/batches): rows/s, then the output is checked:
    one line per row, `row` 0..N-1 in order, ids kept (`--batch-max-s` cuts the rows to what
    the measured throughput finishes in that time, and says so).
@@ -74,7 +75,7 @@ from bench.serve_support import (
     train_gemma_adapters,
     train_tiny_adapters,
 )
-from services.serve.engine import engine_command
+from services.serve.engine import BASE_MODEL_NAME, engine_command
 from services.serve.engine_client import EngineClient
 from shared.chat import encode_prompt
 from shared.models import ResolvedModel, load_tokenizer, resolve_base_model
@@ -203,7 +204,7 @@ class Bench:
         # gemma: 4 complaints per training step; tiny: 8 complaints per adapter
         train = max(TRAIN_TEXTS, 4 * args.train_steps) if args.base == "gemma" else TRAIN_TEXTS
         self.train_texts = train
-        needed = train + 2 * len(ADAPTERS) + args.latency_pairs + 3 * n
+        needed = train + 2 * len(ADAPTERS) + args.latency_pairs + 4 * n
         say(f"generating {needed:,} distinct complaints of at most {args.max_chars} characters")
         pool = complaints(needed, max_chars=args.max_chars, seed=args.seed)
         texts = [text for text, _ in pool]
@@ -215,6 +216,7 @@ class Bench:
             single=n,
             multi=n,
             direct=n,
+            no_lora=n,
         )
         base = self.base_model(pool)
         tokenizer = load_tokenizer(base.path)
@@ -377,6 +379,14 @@ class Bench:
                 met=single.throughput / base_rate >= GOAL_SPEEDUP,
                 order=1,
             )
+            if single.prompt_tokens is not None and single.cached_share is not None:
+                self.notes.append(
+                    f"prompt tokens per extraction (gateway, 1 adapter): "
+                    f"{single.prompt_tokens:.0f}, of which {single.cached_share:.0%} came from "
+                    f"vLLM's prefix cache (the instruction every prompt shares; prefix caching is "
+                    f"vLLM's default); answers may take at most the complaint's tokens plus an "
+                    f"all-null answer's (shared/chat.py answer_budget)"
+                )
             base_cpu = sum(baseline.cpu_seconds) / len(baseline.cpu_seconds)
             if single.cpu_per_request:
                 self.notes.append(
@@ -437,6 +447,34 @@ class Bench:
                 order=3,
             )
 
+            say(f"vLLM direct, base model without LoRA, {args.concurrency} clients, {n} requests")
+            plain = await self.counted(
+                metrics,
+                closed_loop(
+                    direct_sender(
+                        engine,
+                        [self.prompt[t] for t in cut["no_lora"]],
+                        BASE_MODEL_NAME,
+                        schema,
+                        self.max_tokens,
+                        [self.eos],
+                        [],
+                    ),
+                    n,
+                    args.concurrency,
+                ),
+            )
+            self.add_load(
+                f"vLLM direct, base model, no LoRA, {args.concurrency} clients",
+                plain,
+                ratio=f"1 adapter = {lora_share(direct, plain):.1%} of it in tokens/s"
+                if plain.throughput and plain.new_tokens
+                else "-",
+                goal="(the cost of LoRA)",
+                met=None,
+                order=3,
+            )
+
             rows = args.batch_rows
             if args.batch_max_s and single.throughput:
                 fits = max(50, int(single.throughput * args.batch_max_s) // 50 * 50)
@@ -464,8 +502,12 @@ class Bench:
         before, cpu = await engine_tokens(metrics), self.stack.cpu_seconds()
         run: LoadRun = await work
         after, run.cpu_seconds = await engine_tokens(metrics), self.stack.cpu_seconds() - cpu
+        spent = after - before
         if run.answered:
-            run.new_tokens = (after[1] - before[1]) / run.answered
+            run.new_tokens = spent.generated / run.answered
+            run.prompt_tokens = spent.prompt / run.answered
+        if spent.cache_queries:
+            run.cached_share = spent.cache_hits / spent.cache_queries
         return run
 
     async def pairs(
@@ -596,7 +638,7 @@ class Bench:
                 None,
                 None,
                 None,
-                (after[1] - before[1]) / rows,
+                (after - before).generated / rows,
                 None,
                 cpu / rows,
                 f"{rate / base_rate:.2f}x baseline",
@@ -750,6 +792,14 @@ class Bench:
         for note in self.notes:
             console.print(f"- {note}")
         console.print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def lora_share(with_lora: LoadRun, without: LoadRun) -> float:
+    """Generated tokens/s with one adapter as a share of the base model's, same load: answers of
+    other lengths (the base model rambles under the schema) discounted."""
+    return (with_lora.throughput * (with_lora.new_tokens or 0)) / (
+        without.throughput * (without.new_tokens or 1)
+    )
 
 
 def iter_slices(texts: list[str], **sizes: int) -> dict[str, list[str]]:

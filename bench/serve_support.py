@@ -338,17 +338,40 @@ def clean_env(**overrides: str) -> dict[str, str]:
     return {**env, **overrides}
 
 
-async def engine_tokens(client: httpx.AsyncClient) -> tuple[float, float]:
-    """vLLM's counters of prompt and generated tokens so far."""
+@dataclass(frozen=True)
+class EngineCounters:
+    """vLLM's counters so far: prompt and generated tokens, and prompt tokens its prefix cache
+    was asked for and already held (the shared instruction, when caching works)."""
+
+    prompt: float = 0.0
+    generated: float = 0.0
+    cache_queries: float = 0.0
+    cache_hits: float = 0.0
+
+    def __sub__(self, other: EngineCounters) -> EngineCounters:
+        return EngineCounters(
+            self.prompt - other.prompt,
+            self.generated - other.generated,
+            self.cache_queries - other.cache_queries,
+            self.cache_hits - other.cache_hits,
+        )
+
+
+async def engine_tokens(client: httpx.AsyncClient) -> EngineCounters:
+    """vLLM's token counters so far (see EngineCounters)."""
     text = (await client.get("/metrics")).text
-    prompt = generated = 0.0
+    names = {
+        "vllm:prompt_tokens_total": "prompt",
+        "vllm:generation_tokens_total": "generated",
+        "vllm:prefix_cache_queries_total": "cache_queries",
+        "vllm:prefix_cache_hits_total": "cache_hits",
+    }
+    totals = dict.fromkeys(names.values(), 0.0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "vllm:prompt_tokens_total":
-                prompt += sample.value
-            elif sample.name == "vllm:generation_tokens_total":
-                generated += sample.value
-    return prompt, generated
+            if sample.name in names:
+                totals[names[sample.name]] += sample.value
+    return EngineCounters(**totals)
 
 
 # -- load ----------------------------------------------------------------------------------------
@@ -372,6 +395,8 @@ class LoadRun:
     failures: Counter[str] = field(default_factory=Counter)
     valid_json: list[bool] = field(default_factory=list)
     new_tokens: float | None = None  # generated tokens per request (engine counter)
+    prompt_tokens: float | None = None  # prompt tokens per request (engine counter)
+    cached_share: float | None = None  # of the prompt tokens, those from vLLM's prefix cache
     cpu_seconds: float | None = None  # CPU time the system under test spent on the run
 
     @property
