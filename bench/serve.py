@@ -130,6 +130,11 @@ def main() -> None:
         help="also write the printed report here (default: var/bench/serve-<base>.txt)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument(
+        "--engine-args",
+        default="",
+        help="more vLLM flags (TIQU_ENGINE_EXTRA_ARGS), e.g. a --speculative-config to try",
+    )
     args = parser.parse_args()
     args.latency_pairs = max(args.latency_pairs, args.baseline_requests)
     from transformers.utils import logging as transformers_logging
@@ -253,6 +258,7 @@ class Bench:
                 TIQU_SERVE_TIMEOUT_S=str(args.timeout_s),
                 TIQU_ENGINE_KV_CACHE_GIB=str(self.settings.engine_kv_cache_gib),
                 TIQU_ENGINE_CPU_THREADS_BIND=self.settings.engine_cpu_threads_bind,
+                TIQU_ENGINE_EXTRA_ARGS=args.engine_args,
                 TIQU_BATCH_CONCURRENCY=str(args.concurrency),
                 TIQU_API_KEYS="",
                 TIQU_GATEWAY_API_KEY="",
@@ -747,6 +753,7 @@ class Bench:
             f"{engine_command(s, base).env.get('VLLM_CPU_OMP_THREADS_BIND', '-')}, batch chunk "
             f"{s.batch_chunk_rows} rows, batch concurrency {self.args.concurrency}, "
             f"timeout {self.args.timeout_s:g} s"
+            + (f", more vLLM flags: {self.args.engine_args}" if self.args.engine_args else "")
         )
 
     def report(self) -> None:
