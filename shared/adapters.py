@@ -96,7 +96,7 @@ def versions(store: Store, name: str) -> list[str]:
     found = [
         v for v in _claimed(store, name) if store.exists(Layout.adapter(name, v, MANIFEST_FILE))
     ]
-    return sorted(found, key=_number)
+    return sorted(found, key=version_number)
 
 
 def load_manifest(store: Store, name: str, version: str) -> dict[str, Any] | None:
@@ -216,7 +216,7 @@ def claim_version(store: Store, name: str, train_run_id: str) -> str:
         # A folder without its claim yet is another training's claim in progress.
         if store.exists(key) and store.read_json(key).get("train_run_id") == train_run_id:
             return version
-    number = max((_number(v) for v in _claimed(store, name)), default=0) + 1
+    number = max((version_number(v) for v in _claimed(store, name)), default=0) + 1
     data = json.dumps(
         {"train_run_id": train_run_id, "claimed_at": datetime.now(UTC).isoformat()}
     ).encode("utf-8")
@@ -359,7 +359,8 @@ def _claimed(store: Store, name: str) -> list[str]:
     return [v for v in store.children(Layout.adapter_dir(name)) if VERSION.match(v)]
 
 
-def _number(version: str) -> int:
+def version_number(version: str) -> int:
+    """3 for `v3`: versions sort by number, not as text (`v10` after `v9`)."""
     match = VERSION.match(version)
     assert match is not None
     return int(match.group(1))

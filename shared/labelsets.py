@@ -19,20 +19,20 @@ and grounded in the complaint text.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.adapters import ADAPTER_NAME, VERSION, version_number
 from shared.errors import InvalidInputError, NotFoundError
 from shared.normalize import first_ungrounded, trimmed
 from shared.prompts import student_messages, student_target
 from shared.schema import ExtractionSchema, get_schema
 from shared.store import Layout, Store
 
-LABELSET_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
-VERSION = re.compile(r"^v([1-9]\d*)$")
+# Named and versioned as adapters are: a name is a folder in the store, versions are v1, v2, …
+LABELSET_NAME = ADAPTER_NAME
 LABELS_FILE = "labels.jsonl"
 MANIFEST_FILE = "manifest.json"
 DEFAULT_NAME = "corrections"
@@ -93,7 +93,7 @@ def versions(store: Store, name: str) -> list[str]:
         for v in store.children(Layout.labelset_dir(name))
         if VERSION.match(v) and store.exists(Layout.labelset(name, v, LABELS_FILE))
     ]
-    return sorted(found, key=_number)
+    return sorted(found, key=version_number)
 
 
 def pin(store: Store, reference: str) -> str:
@@ -196,7 +196,7 @@ def accept(
         raise InvalidInputError(refusal, param="label", code="label_refused")
     row = record(text, label, source, schema)
     known = versions(store, name)
-    number = _number(known[-1]) if known else 0
+    number = version_number(known[-1]) if known else 0
     while True:
         rows = read_rows(store, name, f"v{number}") if number else []
         if row in rows:
@@ -247,9 +247,3 @@ def _quoted(value: Any) -> str:
     if len(text) > _QUOTED_CHARS:
         text = text[:_QUOTED_CHARS] + "…"
     return f"“{text}”"
-
-
-def _number(version: str) -> int:
-    match = VERSION.match(version)
-    assert match is not None
-    return int(match.group(1))
