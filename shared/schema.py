@@ -22,6 +22,7 @@ from typing import Any, Literal
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from shared.candidates import candidates
 from shared.settings import get_settings
 
 Grounding = Literal["exact", "coverage", "none"]
@@ -171,6 +172,18 @@ class ExtractionSchema:
             return node
 
         return strip(self.json_schema)
+
+    def grounded_decoding_schema(self, text: str) -> dict[str, Any]:
+        """The decoding schema for one (cleaned) text: each field that must occur in the text
+        and has a format may only take one of the text's stretches of that format, or null."""
+        schema = self.decoding_schema()
+        for name, prop in self.json_schema["properties"].items():
+            pattern = prop.get("pattern")
+            if prop.get("x-tiqu-grounding") != "exact" or not pattern:
+                continue
+            found = candidates(pattern, text)
+            schema["properties"][name] = {"enum": [*found, None]} if found else {"type": "null"}
+        return schema
 
 
 def load_schema_file(path: Path) -> ExtractionSchema:

@@ -243,6 +243,11 @@ class Settings(BaseSettings):
     train_checkpoint_every: int = Field(
         50, ge=1, description="Optimizer steps between checkpoints (each epoch end is one too)."
     )
+    eval_base_model: bool = Field(
+        True,
+        description="Score the bare base model on the test split beside each new adapter (as "
+        "long again as the adapter's evaluation; `make demo` turns it off).",
+    )
     eval_batch_size: int = Field(8, ge=1, le=512, description="Rows generated at once in eval.")
     eval_max_new_tokens: int = Field(
         512,
@@ -346,6 +351,12 @@ class Settings(BaseSettings):
         "version that is served too when a request asks for it. The first name, or "
         "`TIQU_ADAPTER_NAME`, is the default. Other versions than these and the ones promoted "
         "before are refused (404).",
+    )
+    serve_candidate_decoding: bool = Field(
+        True,
+        description="Decode each typed field (phone, e-mail: a `pattern` and exact grounding) as "
+        "one of the stretches of the text that fit its format, or null; false: any string of "
+        "the format.",
     )
     serve_max_text_chars: int = Field(
         4000, ge=1, description="Longest complaint text accepted by /v1/extract (longer: 413)."

@@ -49,7 +49,7 @@ from shared.errors import (
 )
 from shared.models import ResolvedModel, load_tokenizer, resolve_base_model
 from shared.queue import subscribe_events
-from shared.schema import get_schema
+from shared.schema import ExtractionSchema, get_schema
 from shared.settings import Settings
 from shared.store import Store
 
@@ -334,7 +334,7 @@ class Gateway:
         completion = await self.engine.complete(
             served.lora_name,
             prompt_ids,
-            schema=served.schema.decoding_schema(),
+            schema=self.decoding_schema(served.schema, cleaned.text),
             max_tokens=min(self.settings.serve_max_new_tokens, budget),
             stop_token_ids=self.stop_token_ids,
         )
@@ -350,6 +350,11 @@ class Gateway:
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
         )
+
+    def decoding_schema(self, schema: ExtractionSchema, cleaned_text: str) -> dict[str, Any]:
+        if self.settings.serve_candidate_decoding:
+            return schema.grounded_decoding_schema(cleaned_text)
+        return schema.decoding_schema()
 
     def _count(self, served: ServedAdapter, extraction: Extraction, engine_seconds: float) -> None:
         ENGINE_LATENCY.labels(served.name).observe(engine_seconds)
@@ -408,7 +413,7 @@ class Gateway:
         completion = await self.engine.complete(
             served.lora_name,
             served.prompter.prompt_ids(PROBE_COMPLAINT),
-            schema=served.schema.decoding_schema(),
+            schema=self.decoding_schema(served.schema, PROBE_COMPLAINT),
             max_tokens=min(budget, self.settings.serve_max_new_tokens),
             stop_token_ids=self.stop_token_ids,
         )

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from shared import adapters
+from shared.candidates import candidates
 from shared.cleaning import clean_text
 from shared.normalize import field_grounded
 from shared.prompts import student_target
@@ -34,6 +35,12 @@ INJECTIONS = [
 ]
 
 
+# The README's first example, once answered with the phone as the e-mail.
+README_TRY_IT = "我叫王芳，电话13800138000，快递丢了"
+# Fields with a format that must occur in the text: decoded as one of the text's candidates.
+TYPED_FIELDS = ("phone", "email")
+
+
 def extract(
     url: str, text: str, adapter: str | None = None, *, timeout: float = 60
 ) -> httpx.Response:
@@ -45,7 +52,11 @@ def test_every_answer_is_schema_valid_and_grounded(register, loras, start_gatewa
     register("extractor", loras.labels)
     gateway = start_gateway()
     schema = get_schema()
-    texts = generate_complaints(40, seed=5).labels["text"].tolist()[:15] + INJECTIONS
+    texts = [
+        README_TRY_IT,
+        *generate_complaints(40, seed=5).labels["text"].tolist()[:15],
+        *INJECTIONS,
+    ]
     for text in texts:
         response = extract(gateway.url, text)
         assert response.status_code == 200, response.text
@@ -58,6 +69,13 @@ def test_every_answer_is_schema_valid_and_grounded(register, loras, start_gatewa
             # Nothing absent from the text is ever returned, whatever the text asks for.
             assert value is None or field_grounded(spec, value, clean_text(text))
             assert body["grounded"][spec.name] in (True, False, None)
+            if spec.name in TYPED_FIELDS:
+                # Decoded as one of the text's own stretches of the format: never a value that
+                # grounding had to drop, and null when the text holds none.
+                assert body["grounded"][spec.name] is not False, (spec.name, body)
+                pattern = schema.json_schema["properties"][spec.name]["pattern"]
+                if not candidates(pattern, clean_text(text)):
+                    assert value is None
             span = body["spans"][spec.name]
             if value is None:
                 # No value: no span, or the one the model gave was nowhere in the text.
