@@ -14,6 +14,8 @@ epochs=${DEMO_EPOCHS:-1}
 port=${DEMO_STUB_PORT:-8900}
 # The local stack's API key (make up reads it from the environment, like .env).
 export TIQU_API_KEYS=${TIQU_API_KEYS:-demo-key} TIQU_GATEWAY_API_KEY=${TIQU_GATEWAY_API_KEY:-demo-key}
+# The bare base model's scores (it never answers JSON) would double the evaluation's time.
+export TIQU_EVAL_BASE_MODEL=${TIQU_EVAL_BASE_MODEL:-false}
 started=$(date +%s)
 mkdir -p "$dir" var/log
 

@@ -88,7 +88,7 @@ def _manifest_table(manifest: dict[str, Any]) -> Table:
     for field, value in metrics["exact_match"].items():
         table.add_row(
             field,
-            _pct(metrics["base_exact_match"][field]),
+            _pct(metrics["base_exact_match"].get(field)),
             f"[bold]{_pct(value)}",
             _pct(metrics["f1"][field]),
         )

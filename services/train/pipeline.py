@@ -136,7 +136,9 @@ def run_training(
         on_stage,
     )
     test_set = EvalSet(PRIMARY_SET, f"test split of {run.run_id}", splits["test"])
-    evaluation = {"sets": evaluator.evaluate([test_set])}
+    evaluation = {
+        "sets": evaluator.evaluate([test_set], include_base=settings.eval_base_model)
+    }
     version = adapters.claim_version(store, request.name, train_run_id)
     promote, promotion, comparison = _promotion_decision(
         store,
@@ -302,7 +304,9 @@ def primary_metrics(document: dict[str, Any], run_id: str) -> dict[str, Any]:
         "all_fields_correct": adapter["all_fields_correct"],
         "exact_match": {f: s["exact_match"] for f, s in adapter["fields"].items()},
         "f1": {f: s["f1"] for f, s in adapter["fields"].items()},
-        "base_exact_match": {f: s["exact_match"] for f, s in entry["base"]["fields"].items()},
+        "base_exact_match": {
+            f: s["exact_match"] for f, s in entry.get("base", {}).get("fields", {}).items()
+        },
     }
 
 

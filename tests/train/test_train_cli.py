@@ -33,7 +33,11 @@ def tiqu(*args: str) -> Any:
 
 
 def test_train_register_promote_and_evaluate(
-    cli_env: dict[str, str], distill_run: str, records: list[dict[str, Any]], tmp_path: Path
+    cli_env: dict[str, str],
+    distill_run: str,
+    records: list[dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     first = tiqu("train", distill_run, "--json", "--seed", "3")
     assert first.exit_code == 0, first.output
@@ -66,7 +70,10 @@ def test_train_register_promote_and_evaluate(
     stored = store.read_json(Layout.adapter("extractor", "v1", "eval.json"))
     assert stored["sets"].keys() == document["sets"].keys()
 
-    # Hand labels train beside the run; the one of a val complaint is left out.
+    # Hand labels train beside the run; the one of a val complaint is left out. This time the
+    # bare base model is not scored (as in make demo).
+    monkeypatch.setenv("TIQU_EVAL_BASE_MODEL", "false")
+    get_settings.cache_clear()
     for row, record in enumerate((records[78], records[65])):
         text, label = record["messages"][1]["content"], record["label"]
         labelsets.accept(store, "corrections", text, label, Source(DATASET_ID, "dr-x", str(row)))
@@ -82,6 +89,12 @@ def test_train_register_promote_and_evaluate(
         {"labelset": "corrections@v2", "rows": 2, "used": 1, "dropped_held_out": 1}
     ]
     assert "+ corrections@v2 (1 rows)" in tiqu("adapters", "show", "extractor:v3").stdout
+    assert manifest["metrics"]["base_exact_match"] == {}
+    assert (
+        "base"
+        not in store.read_json(Layout.adapter("extractor", "v3", "eval.json"))["sets"]["test"]
+    )
+    assert "base" in store.read_json(Layout.adapter("extractor", "v2", "eval.json"))["sets"]["test"]
 
 
 @pytest.mark.parametrize(
