@@ -108,6 +108,38 @@ def test_every_answer_is_schema_valid_and_grounded(register, loras, start_gatewa
     )
 
 
+def test_typed_fields_are_decoded_from_the_texts_own_candidates(
+    register, serve_model: Path, start_gateway, tmp_path: Path
+) -> None:
+    # An adapter taught to answer a phone and an e-mail that are not in the text, both of the
+    # right format.
+    invented = {
+        "name": "王芳",
+        "phone": "13900000000",
+        "email": "x@evil.com",
+        "question": "快递丢了",
+    }
+    inventor = train_lora(
+        serve_model,
+        tmp_path / "inventor",
+        [(README_TRY_IT, student_target(invented, get_schema()))],
+        steps=40,
+    )
+    register("extractor", inventor)
+    patterns_only = start_gateway(TIQU_SERVE_CANDIDATE_DECODING="false")
+    candidates_only = start_gateway()
+
+    # Formats alone let the invented values through decoding; grounding has to drop them.
+    before = extract(patterns_only.url, README_TRY_IT).json()
+    assert before["grounded"]["phone"] is False and before["grounded"]["email"] is False, before
+    # Decoded from the text's candidates, the phone can only be the text's own number (or null)
+    # and the e-mail only null: there is nothing for grounding to drop.
+    after = extract(candidates_only.url, README_TRY_IT).json()
+    assert after["fields"]["phone"] in ("13800138000", None), after
+    assert after["grounded"]["phone"] in (True, None), after
+    assert after["fields"]["email"] is None and after["grounded"]["email"] is None, after
+
+
 def test_two_adapters_answer_differently_from_one_engine(
     register, loras, serve_model: Path, start_gateway, tmp_path: Path
 ) -> None:
