@@ -85,7 +85,7 @@ async def extract_all(
     latencies: list[float] = []
     gate = asyncio.Semaphore(concurrency)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300) as client:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=900) as client:
         with Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -99,7 +99,13 @@ async def extract_all(
                 body = {"text": texts[index]} | ({"adapter": adapter} if adapter else {})
                 async with gate:
                     started = time.perf_counter()
-                    response = await client.post("/v1/extract", json=body)
+                    try:
+                        response = await client.post("/v1/extract", json=body)
+                    except httpx.HTTPError as exc:
+                        # Counted as a wrong answer, like a refused request; the run goes on.
+                        console.print(f"row {index}: no answer ({type(exc).__name__})")
+                        progress.advance(task)
+                        return
                     latencies.append(time.perf_counter() - started)
                 if response.status_code == 200:
                     answers[index] = response.json()
