@@ -136,9 +136,7 @@ def run_training(
         on_stage,
     )
     test_set = EvalSet(PRIMARY_SET, f"test split of {run.run_id}", splits["test"])
-    evaluation = {
-        "sets": evaluator.evaluate([test_set], include_base=settings.eval_base_model)
-    }
+    evaluation = {"sets": evaluator.evaluate([test_set], include_base=settings.eval_base_model)}
     version = adapters.claim_version(store, request.name, train_run_id)
     promote, promotion, comparison = _promotion_decision(
         store,
