@@ -30,6 +30,7 @@ from typing import Any
 
 import redis
 
+from shared.anchors import TARGET_FORMS, TargetForm
 from shared.errors import ConflictError, InvalidInputError, NotFoundError
 from shared.normalize import normalize_value
 from shared.queue import publish_event
@@ -292,6 +293,13 @@ def probe_matches(fields: Mapping[str, Any], schema: ExtractionSchema) -> dict[s
         if normalize_value(value, spec.normalize) == normalize_value(known, spec.normalize):
             matched[spec.name] = value
     return matched
+
+
+def target_form(manifest: Mapping[str, Any]) -> TargetForm:
+    """How a version writes free-text fields (`shared.anchors`); `copy` for versions trained
+    before the form was recorded."""
+    form = (manifest.get("hyperparameters") or {}).get("target_form", "copy")
+    return form if form in TARGET_FORMS else "copy"
 
 
 def load_schema(store: Store, name: str, version: str) -> ExtractionSchema | None:

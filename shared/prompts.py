@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared.anchors import TargetForm, target_fields
 from shared.schema import ExtractionSchema
 
 
@@ -27,7 +28,9 @@ def student_messages(text: str, schema: ExtractionSchema) -> list[dict[str, str]
     ]
 
 
-def student_target(label: dict[str, Any], schema: ExtractionSchema) -> str:
-    """The answer the student learns: compact JSON, keys in schema order, missing keys null."""
-    ordered = {name: label.get(name) for name in schema.field_names}
-    return json.dumps(ordered, ensure_ascii=False, separators=(",", ":"))
+def student_target(
+    label: dict[str, Any], schema: ExtractionSchema, form: TargetForm = "copy"
+) -> str:
+    """The answer the student learns: compact JSON, keys in schema order, missing keys null;
+    in the `anchors` form free-text fields are written as their ends (`shared.anchors`)."""
+    return json.dumps(target_fields(label, schema, form), ensure_ascii=False, separators=(",", ":"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -226,6 +227,12 @@ class Settings(BaseSettings):
         False, description="Recompute activations in the backward pass: less memory, ~30% slower."
     )
     train_seed: int = Field(0, description="Seed of LoRA initialization, shuffling and dropout.")
+    train_target_form: Literal["copy", "anchors"] = Field(
+        "copy",
+        description="How the adapter learns to write free-text fields (`question`): `copy` whole, "
+        "or `anchors`, only their first and last 6 characters, which serving and evaluation "
+        "expand from the text: far fewer decoded tokens.",
+    )
     train_device: str = Field(
         "auto", description="`auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:N`."
     )

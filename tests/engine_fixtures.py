@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.anchors import TargetForm
 from shared.models import EMBEDDED_MODEL_ID, ResolvedModel, resolve_base_model
 from shared.prompts import student_target
 from shared.schema import get_schema
@@ -141,9 +142,16 @@ def register(base: ResolvedModel) -> Callable[..., dict[str, Any]]:
     store = Store.from_settings()
 
     def add(
-        name: str, folder: Path, *, promote: bool = True, probe: dict[str, str] | None = None
+        name: str,
+        folder: Path,
+        *,
+        promote: bool = True,
+        probe: dict[str, str] | None = None,
+        target_form: TargetForm = "copy",
     ) -> dict[str, Any]:
-        return register_lora(store, base, name, folder, promote=promote, probe=probe)
+        return register_lora(
+            store, base, name, folder, promote=promote, probe=probe, target_form=target_form
+        )
 
     return add
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from shared import adapters
+from shared.anchors import TargetForm, expand_answer
 from shared.chat import encode_prompt
 from shared.cleaning import CleanedText
 from shared.json_scan import json_characters
@@ -79,6 +80,16 @@ def parse_answer(text: str, schema: ExtractionSchema, *, truncated: bool) -> Ans
         if name in partial and schema.value_fits(name, partial[name]):
             fields[name] = partial[name]
     return Answer(fields=fields, valid_json=False, truncated=truncated)
+
+
+def expand_anchors(
+    answer: Answer, cleaned_text: str, schema: ExtractionSchema, form: TargetForm
+) -> Answer:
+    """The answer with the fields an adapter trained on the `anchors` form wrote as their ends
+    expanded into the stretch of the cleaned text they stand for."""
+    if form == "copy":
+        return answer
+    return replace(answer, fields=expand_answer(answer.fields, cleaned_text, schema, form))
 
 
 def probe_problems(

@@ -33,11 +33,13 @@ from services.serve.extraction import (
     Extraction,
     Prompter,
     check_grounding,
+    expand_anchors,
     parse_answer,
     probe_problems,
 )
 from services.serve.lifecycle import AdapterIntegrityError, AdapterManager, ServedAdapter
 from shared.adapters import PROBE_COMPLAINT, read_alias
+from shared.anchors import anchored_decoding_schema
 from shared.chat import answer_budget
 from shared.cleaning import clean_with_offsets
 from shared.errors import (
@@ -49,7 +51,7 @@ from shared.errors import (
 )
 from shared.models import ResolvedModel, load_tokenizer, resolve_base_model
 from shared.queue import subscribe_events
-from shared.schema import ExtractionSchema, get_schema
+from shared.schema import get_schema
 from shared.settings import Settings
 from shared.store import Store
 
@@ -334,13 +336,14 @@ class Gateway:
         completion = await self.engine.complete(
             served.lora_name,
             prompt_ids,
-            schema=self.decoding_schema(served.schema, cleaned.text),
+            schema=self.decoding_schema(served, cleaned.text),
             max_tokens=min(self.settings.serve_max_new_tokens, budget),
             stop_token_ids=self.stop_token_ids,
         )
         answer = parse_answer(
             completion.text, served.schema, truncated=completion.finish_reason == "length"
         )
+        answer = expand_anchors(answer, cleaned.text, served.schema, served.target_form)
         extraction = check_grounding(answer, text, cleaned, served.schema)
         self._count(served, extraction, completion.seconds)
         return Result(
@@ -351,10 +354,13 @@ class Gateway:
             completion_tokens=completion.completion_tokens,
         )
 
-    def decoding_schema(self, schema: ExtractionSchema, cleaned_text: str) -> dict[str, Any]:
+    def decoding_schema(self, served: ServedAdapter, cleaned_text: str) -> dict[str, Any]:
+        schema = served.schema
         if self.settings.serve_candidate_decoding:
-            return schema.grounded_decoding_schema(cleaned_text)
-        return schema.decoding_schema()
+            decoding = schema.grounded_decoding_schema(cleaned_text)
+        else:
+            decoding = schema.decoding_schema()
+        return anchored_decoding_schema(decoding, schema, served.target_form)
 
     def _count(self, served: ServedAdapter, extraction: Extraction, engine_seconds: float) -> None:
         ENGINE_LATENCY.labels(served.name).observe(engine_seconds)
@@ -413,13 +419,14 @@ class Gateway:
         completion = await self.engine.complete(
             served.lora_name,
             served.prompter.prompt_ids(PROBE_COMPLAINT),
-            schema=self.decoding_schema(served.schema, PROBE_COMPLAINT),
+            schema=self.decoding_schema(served, PROBE_COMPLAINT),
             max_tokens=min(budget, self.settings.serve_max_new_tokens),
             stop_token_ids=self.stop_token_ids,
         )
         answer = parse_answer(
             completion.text, served.schema, truncated=completion.finish_reason == "length"
         )
+        answer = expand_anchors(answer, PROBE_COMPLAINT, served.schema, served.target_form)
         problems = probe_problems(answer, served.probe_values, served.schema)
         if problems:
             raise AdapterIntegrityError(

@@ -39,6 +39,7 @@ from prometheus_client import Counter
 
 from services.serve.extraction import Prompter
 from shared import adapters
+from shared.anchors import TargetForm
 from shared.errors import InvalidInputError, NotFoundError, TiquError
 from shared.models import ResolvedModel
 from shared.schema import ExtractionSchema, get_schema
@@ -97,6 +98,8 @@ class ServedAdapter:
     prompter: Prompter
     # What the version extracted right from the probe complaint when it was trained.
     probe_values: dict[str, str] = field(default_factory=dict)
+    # How the version writes free-text fields (`shared.anchors`).
+    target_form: TargetForm = "copy"
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     in_flight: int = 0
 
@@ -326,6 +329,7 @@ class AdapterManager:
             schema=schema,
             prompter=self._prompter(schema),
             probe_values=dict(manifest.get("probe") or {}),
+            target_form=adapters.target_form(manifest),
         )
         await self._load(served.lora_name, folder)
         try:

@@ -57,6 +57,11 @@ class FieldSpan(BaseModel):
     )
 
 
+class TokenUsage(BaseModel):
+    prompt_tokens: int = Field(description="Tokens of the prompt (instruction and cleaned text).")
+    completion_tokens: int = Field(description="Tokens the model decoded for the answer.")
+
+
 class ExtractResponse(BaseModel):
     fields: dict[str, Any] = Field(
         description="Every schema field; null when the text does not give it."
@@ -73,6 +78,7 @@ class ExtractResponse(BaseModel):
     adapter: str = Field(description="The adapter version that answered, `name@version`.")
     valid_json: bool = Field(description="The model's whole answer was schema-valid JSON.")
     truncated: bool = Field(description="The token budget cut the answer; its whole fields kept.")
+    usage: TokenUsage = Field(description="What the extraction cost the engine, in tokens.")
     latency_ms: float
 
     @classmethod
@@ -89,6 +95,9 @@ class ExtractResponse(BaseModel):
             adapter=result.adapter,
             valid_json=extraction.valid_json,
             truncated=extraction.truncated,
+            usage=TokenUsage(
+                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens
+            ),
             latency_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,6 +26,11 @@ adapters_app = typer.Typer(
 )
 
 _HYPER = "Hyperparameters (default: the TIQU_TRAIN_* settings)"
+
+
+class TargetFormChoice(StrEnum):
+    copy = "copy"
+    anchors = "anchors"
 
 
 def show_step(display: StageProgress) -> Callable[[TrainProgress], None]:
@@ -132,6 +138,15 @@ def train_command(
         bool | None, typer.Option(rich_help_panel=_HYPER, show_default=False)
     ] = None,
     seed: Annotated[int | None, typer.Option(rich_help_panel=_HYPER)] = None,
+    target_form: Annotated[
+        TargetFormChoice | None,
+        typer.Option(
+            help="`anchors`: free-text fields learnt as their first and last characters only "
+            "(default: TIQU_TRAIN_TARGET_FORM).",
+            rich_help_panel=_HYPER,
+            show_default=False,
+        ),
+    ] = None,
     promote: Annotated[
         bool, typer.Option(help="Promote the new version if at least as good on every field.")
     ] = True,
@@ -162,6 +177,7 @@ def train_command(
         patience=patience,
         gradient_checkpointing=gradient_checkpointing,
         seed=seed,
+        target_form=target_form.value if target_form else None,
     )
     request = TrainRequest(
         run_id,

@@ -10,11 +10,12 @@ import json
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared import labelsets
+from shared.anchors import TargetForm
 from shared.chat import encode_prompt, encode_text
 from shared.errors import InvalidInputError, NotFoundError
 from shared.prompts import student_messages, student_target
@@ -190,6 +191,15 @@ def _example(record: dict[str, Any], number: int, schema: ExtractionSchema | Non
         student_target(label, schema),
         label,
     )
+
+
+def in_target_form(
+    examples: Sequence[Example], schema: ExtractionSchema, form: TargetForm
+) -> list[Example]:
+    """The examples with their targets rendered from their labels in `form`."""
+    if form == "copy":
+        return list(examples)
+    return [replace(e, target=student_target(e.label, schema, form)) for e in examples]
 
 
 def encode_examples(

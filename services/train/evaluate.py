@@ -8,6 +8,7 @@ base model that never stops costs a bounded time.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from transformers import GenerationConfig
 from services.train.data import EvalSet, Example
 from services.train.scoring import parse_answer, score
 from shared import adapters
+from shared.anchors import TargetForm, expand_answer
 from shared.chat import answer_budget, encode_prompt
 from shared.prompts import student_messages
 from shared.schema import ExtractionSchema
@@ -87,10 +89,26 @@ def generate_answers(
     return answers
 
 
+def expanded_answer(answer: str, text: str, schema: ExtractionSchema, form: TargetForm) -> str:
+    """An answer in `form` as the fields it stands for (anchors expanded against `text`), so
+    every form is scored on the values serving would return."""
+    fields = parse_answer(answer)
+    if fields is None or form == "copy":
+        return answer
+    return json.dumps(expand_answer(fields, text, schema, form), ensure_ascii=False)
+
+
 def score_answers(
-    answers: Sequence[str], examples: Sequence[Example], schema: ExtractionSchema
+    answers: Sequence[str],
+    examples: Sequence[Example],
+    schema: ExtractionSchema,
+    form: TargetForm = "copy",
 ) -> dict[str, Any]:
-    return score(answers, [e.label for e in examples], schema, ids=[e.id for e in examples])
+    expanded = [
+        expanded_answer(answer, example.text, schema, form)
+        for answer, example in zip(answers, examples, strict=True)
+    ]
+    return score(expanded, [e.label for e in examples], schema, ids=[e.id for e in examples])
 
 
 StageCallback = Callable[[str, int, int], None]
@@ -109,6 +127,8 @@ class Evaluator:
     generation: Generation
     schema: ExtractionSchema
     on_progress: StageCallback = no_stage
+    # How the adapter writes free-text fields (`shared.anchors`).
+    target_form: TargetForm = "copy"
 
     def evaluate(self, sets: Sequence[EvalSet], *, include_base: bool = True) -> dict[str, Any]:
         """Scores of the adapter, and of the bare base model with the same prompt, per set."""
@@ -118,7 +138,7 @@ class Evaluator:
             entry["adapter"] = self.scores(eval_set, f"eval {eval_set.name}")
             if include_base:
                 with self.model.disable_adapter():
-                    entry["base"] = self.scores(eval_set, "eval base")
+                    entry["base"] = self.scores(eval_set, "eval base", "copy")
             results[eval_set.name] = entry
         return results
 
@@ -130,19 +150,23 @@ class Evaluator:
         [answer] = generate_answers(
             self.model, self.tokenizer, [probe], self.generation, self.schema
         )
+        answer = expanded_answer(answer, probe.text, self.schema, self.target_form)
         return adapters.probe_matches(parse_answer(answer) or {}, self.schema)
 
-    def scores_of_other(self, folder: Path, eval_set: EvalSet) -> dict[str, Any]:
-        """Scores of another adapter (e.g. the promoted one) loaded beside this one for a while."""
+    def scores_of_other(self, folder: Path, eval_set: EvalSet, form: TargetForm) -> dict[str, Any]:
+        """Scores of another adapter (e.g. the promoted one, trained to write `form`) loaded
+        beside this one for a while."""
         self.model.load_adapter(folder, adapter_name="other")
         self.model.set_adapter("other")
         try:
-            return self.scores(eval_set, "eval current")
+            return self.scores(eval_set, "eval current", form)
         finally:
             self.model.set_adapter("default")
             self.model.delete_adapter("other")
 
-    def scores(self, eval_set: EvalSet, stage: str) -> dict[str, Any]:
+    def scores(
+        self, eval_set: EvalSet, stage: str, form: TargetForm | None = None
+    ) -> dict[str, Any]:
         """Scores of the model as it is now on one set, with the time taken."""
         started = time.perf_counter()
         answers = generate_answers(
@@ -153,6 +177,6 @@ class Evaluator:
             self.schema,
             lambda done, total: self.on_progress(stage, done, total),
         )
-        scores = score_answers(answers, eval_set.examples, self.schema)
+        scores = score_answers(answers, eval_set.examples, self.schema, form or self.target_form)
         scores["seconds"] = round(time.perf_counter() - started, 2)
         return scores

@@ -25,6 +25,7 @@ from services.train.data import (
     EvalSet,
     encode_examples,
     find_run,
+    in_target_form,
     load_gold,
     load_labelset,
     load_split,
@@ -97,10 +98,16 @@ def run_training(
     resolved, tokenizer = base.resolved, base.tokenizer
     params = request.params
     train, too_long = encode_examples(
-        tokenizer, train_examples, resolved.eos_token, params.max_length
+        tokenizer,
+        in_target_form(train_examples, schema, params.target_form),
+        resolved.eos_token,
+        params.max_length,
     )
     val, val_too_long = encode_examples(
-        tokenizer, splits["val"], resolved.eos_token, params.max_length
+        tokenizer,
+        in_target_form(splits["val"], schema, params.target_form),
+        resolved.eos_token,
+        params.max_length,
     )
     if not train:
         raise InvalidInputError(
@@ -134,6 +141,7 @@ def run_training(
         generation_settings(settings, resolved, tokenizer),
         schema,
         on_stage,
+        params.target_form,
     )
     test_set = EvalSet(PRIMARY_SET, f"test split of {run.run_id}", splits["test"])
     evaluation = {"sets": evaluator.evaluate([test_set], include_base=settings.eval_base_model)}
@@ -230,6 +238,7 @@ def evaluate_adapter(
         generation_settings(settings, resolved, tokenizer),
         schema,
         on_stage,
+        adapters.target_form(manifest),
     )
     evaluation = {"sets": evaluator.evaluate(sets, include_base=include_base)}
     document = evaluation_document(evaluation, resolved, evaluator.generation, name, version)
@@ -360,7 +369,7 @@ def _promotion_decision(
     elif current["base_model"]["weights_sha256"] == resolved.weights_sha256:
         with tempfile.TemporaryDirectory(prefix="tiqu-current-") as scratch:
             folder = adapters.download(store, request.name, current["version"], Path(scratch))
-            other = evaluator.scores_of_other(folder, test_set)
+            other = evaluator.scores_of_other(folder, test_set, adapters.target_form(current))
         before = {f: s["exact_match"] for f, s in other["fields"].items()}
         basis = "the same test split, re-evaluated"
     else:

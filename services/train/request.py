@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.train.data import DistillRun, find_run, load_split, require_examples
 from shared import adapters, labelsets
+from shared.anchors import TargetForm
 from shared.errors import InvalidInputError
 from shared.models import check_base_model_reference
 from shared.schema import get_schema
@@ -43,6 +44,7 @@ class TrainParams(BaseModel):
     patience: int = Field(ge=0)
     gradient_checkpointing: bool
     seed: int
+    target_form: TargetForm = "copy"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
 
     @classmethod
@@ -59,6 +61,7 @@ class TrainParams(BaseModel):
             "patience": settings.train_patience,
             "gradient_checkpointing": settings.train_gradient_checkpointing,
             "seed": settings.train_seed,
+            "target_form": settings.train_target_form,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

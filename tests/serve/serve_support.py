@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import adapters
+from shared.anchors import TargetForm
 from shared.models import ResolvedModel
 from shared.schema import get_schema
 from shared.store import Store
@@ -47,15 +48,18 @@ def register_lora(
     *,
     promote: bool = True,
     probe: dict[str, str] | None = None,
+    target_form: TargetForm = "copy",
 ) -> dict[str, Any]:
     """Register `folder` as the next version of `name` (and promote it) like a training does;
-    `probe`: the values it extracted right from the probe complaint (none by default)."""
+    `probe`: the values it extracted right from the probe complaint (none by default);
+    `target_form`: how it was taught to write free-text fields."""
     version = adapters.claim_version(store, name, f"tr-test-{folder.name}")
     manifest = {
         "train_run_id": f"tr-test-{folder.name}",
         "schema_version": get_schema().version,
         "base_model": {k: v for k, v in base.describe().items() if k != "path"},
         "metrics": {},
+        "hyperparameters": {"target_form": target_form},
         "probe": probe or {},
         "lint": "passed",
     }

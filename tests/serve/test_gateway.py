@@ -140,6 +140,50 @@ def test_typed_fields_are_decoded_from_the_texts_own_candidates(
     assert after["fields"]["email"] is None and after["grounded"]["email"] is None, after
 
 
+def test_an_anchors_adapter_answers_the_whole_question_from_its_ends(
+    register, serve_model: Path, start_gateway, tmp_path: Path
+) -> None:
+    # Full-width punctuation and a tag: the question is expanded in the cleaned text the model
+    # read and its span mapped back into the text as sent.
+    text = (
+        "您好，我是李娜。<br>空气净化器下单十天一直没发货，客服说在处理。"
+        "请尽快发货或者退款！电话13912345678"
+    )
+    cleaned = clean_text(text)
+    question = cleaned[cleaned.index("空气") : cleaned.index("电话")]
+    label = {"name": "李娜", "phone": "13912345678", "question": question}
+    schema = get_schema()
+    trained = {
+        form: train_lora(
+            serve_model,
+            tmp_path / form,
+            [(cleaned, student_target(label, schema, form))],
+            steps=40,
+        )
+        for form in ("copy", "anchors")
+    }
+    register("copier", trained["copy"], target_form="copy")
+    register("extractor", trained["anchors"], target_form="anchors")
+    # Room for the whole copy, which the tiny model's small vocabulary spells in many tokens.
+    gateway = start_gateway(TIQU_SERVE_MAX_NEW_TOKENS="400")
+
+    anchors = extract(gateway.url, text).json()
+    copy = extract(gateway.url, text, "copier").json()
+    assert anchors["adapter"] == "extractor@v1" and copy["adapter"] == "copier@v1"
+    for body in (anchors, copy):
+        assert body["fields"]["question"] == question, body
+        assert body["grounded"]["question"] is True
+        span = body["spans"]["question"]
+        assert span["status"] in ("exact", "normalized"), span
+        assert clean_text(text[span["start"] : span["end"]]) == question
+    # The same answer for a fraction of the decoded tokens.
+    assert anchors["usage"]["completion_tokens"] < copy["usage"]["completion_tokens"] - 10, (
+        anchors["usage"],
+        copy["usage"],
+    )
+    assert anchors["usage"]["prompt_tokens"] == copy["usage"]["prompt_tokens"]
+
+
 def test_two_adapters_answer_differently_from_one_engine(
     register, loras, serve_model: Path, start_gateway, tmp_path: Path
 ) -> None:

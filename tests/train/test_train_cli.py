@@ -78,7 +78,10 @@ def test_train_register_promote_and_evaluate(
         text, label = record["messages"][1]["content"], record["label"]
         labelsets.accept(store, "corrections", text, label, Source(DATASET_ID, "dr-x", str(row)))
     third = tiqu(
-        "train", distill_run, "--seed", "5", "--epochs", "1", "--labels", "corrections", "--json"
+        "train",
+        distill_run,
+        *("--seed", "5", "--epochs", "1", "--labels", "corrections", "--json"),
+        *("--target-form", "anchors"),
     )
     verdict = json.loads(third.stdout)
     assert verdict["adapter"]["version"] == "v3"
@@ -90,6 +93,9 @@ def test_train_register_promote_and_evaluate(
     ]
     assert "+ corrections@v2 (1 rows)" in tiqu("adapters", "show", "extractor:v3").stdout
     assert manifest["metrics"]["base_exact_match"] == {}
+    # Trained to write the question as its ends: serving and evaluation read the form here.
+    assert adapters.target_form(manifest) == "anchors"
+    assert adapters.target_form(adapters.load_manifest(store, "extractor", "v2")) == "copy"
     assert (
         "base"
         not in store.read_json(Layout.adapter("extractor", "v3", "eval.json"))["sets"]["test"]
