@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -27,6 +27,11 @@ class TrainRunCreate(BaseModel):
     patience: int | None = Field(None, ge=0)
     gradient_checkpointing: bool | None = None
     seed: int | None = None
+    target_form: Literal["copy", "anchors"] | None = Field(
+        None,
+        description="`anchors`: free-text fields learnt as their first and last characters "
+        "(default: TIQU_TRAIN_TARGET_FORM).",
+    )
     promote: bool = Field(
         True, description="Promote the new version when it is at least as good on every field."
     )

@@ -93,10 +93,12 @@ class TrainRequest:
 
     def train_run_id(self, settings: Settings) -> str:
         """`tr-<hash>`: the same request on the same base model always has the same id."""
+        # Copy-form trainings keep the ids they had before the form was a choice.
+        unchosen = {"target_form"} if self.params.target_form == "copy" else None
         basis = {
             "run_id": self.run_id,
             "name": self.name,
-            "params": self.params.model_dump(),
+            "params": self.params.model_dump(exclude=unchosen),
             "base_model": settings.base_model,
             "schema": get_schema().version,
             "pipeline": PIPELINE_VERSION,

@@ -71,3 +71,25 @@ def test_the_api_refuses_an_unknown_label_set_before_queueing(
     assert response.status_code == 404
     assert "label set nope not found" in response.json()["error"]["message"]
     assert not (isolated_settings / "train-runs").exists()
+
+
+def test_the_target_form_is_a_hyperparameter_of_the_training(distill_run: str) -> None:
+    settings = get_settings()
+    copy = request(distill_run)
+    anchors = TrainRequest(
+        distill_run, "extractor", TrainParams.from_settings(settings, target_form="anchors")
+    )
+    assert copy.params.target_form == "copy"
+    # Another form trains another adapter: never answered with the copy one as "already there".
+    assert anchors.train_run_id(settings) != copy.train_run_id(settings)
+    assert TrainRequest.from_dict(anchors.to_dict()) == anchors
+    # A request stored before the form was a choice reads back as a copy, under its old id.
+    stored = copy.to_dict()
+    del stored["params"]["target_form"]
+    assert TrainRequest.from_dict(stored).train_run_id(settings) == copy.train_run_id(settings)
+    with TestClient(build_app()) as client:
+        refused = client.post(
+            "/v1/train-runs", json={"run_id": distill_run, "target_form": "summary"}
+        )
+    assert refused.status_code == 422
+    assert "target_form" in refused.text
