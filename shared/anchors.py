@@ -2,11 +2,11 @@
 
 Most of the tokens a student decodes copy the complaint's `question` out of the text, one token
 at a time. In the `anchors` target form a field with `coverage` grounding (the free-text fields)
-is answered as `head⋯tail`: its first and last `ANCHOR_CHARS` characters around a mark. Serving
-and evaluation expand it back against the text the model read: from the first occurrence of the
-head to the first occurrence of the tail after it, less the clauses inside that only give the
-answer's own contact details (the labelling guide keeps them out of the question). A value of
-at most `2 * ANCHOR_CHARS + 1` characters is written whole, as in the `copy` form.
+is answered as `head⋯tail`: its first and last `ANCHOR_CHARS` characters around a mark (the
+halves of a shorter value). Serving and evaluation expand it back against the text the model
+read: from the first occurrence of the head to the first occurrence of the tail after it, less
+the clauses inside that only give the answer's own contact details (the labelling guide keeps
+them out of the question).
 
 Training renders targets with `anchored` (through `shared.prompts.student_target`) and serving
 and evaluation expand with `expand_answer`, so the form is defined once, here. Which form an
@@ -25,12 +25,12 @@ TARGET_FORMS: tuple[TargetForm, ...] = ("copy", "anchors")
 # U+22EF: NFKC keeps it and complaint texts practically never hold it.
 ANCHOR_MARK = "⋯"
 ANCHOR_CHARS = 6
-_WHOLE_MAX = 2 * ANCHOR_CHARS + 1
-# What the decoder may write for an anchored field: a short value whole, or head⋯tail.
-ANCHORED_PATTERN = (
-    rf"^([^{ANCHOR_MARK}]{{0,{_WHOLE_MAX}}}"
-    rf"|[^{ANCHOR_MARK}]{{{ANCHOR_CHARS}}}{ANCHOR_MARK}[^{ANCHOR_MARK}]{{{ANCHOR_CHARS}}})$"
-)
+# What the decoder may write for an anchored field: head⋯tail, of any length. A model reads
+# tokens, not characters, so it is not held to the trained length: heads and tails of other
+# lengths expand the same way, and a model that would rather go on copying still has to close
+# with the mark and a tail, which expands right. (Bounded lengths, `{1,6}`, would cost xgrammar
+# 0.2-0.5 s more per request to compile with Gemma's 262k-token vocabulary, against 0.03-0.09 s.)
+ANCHORED_PATTERN = rf"^[^{ANCHOR_MARK}]+{ANCHOR_MARK}[^{ANCHOR_MARK}]+$"
 
 
 def anchored_fields(schema: ExtractionSchema) -> tuple[str, ...]:
@@ -39,14 +39,19 @@ def anchored_fields(schema: ExtractionSchema) -> tuple[str, ...]:
 
 
 def anchored(value: str) -> str:
-    """`value` as the `anchors` form writes it."""
-    if len(value) <= _WHOLE_MAX:
+    """`value` as the `anchors` form writes it: its first and last `ANCHOR_CHARS` characters,
+    or its two halves when it is shorter (one form for every value: the model never has to
+    choose between copying and anchoring)."""
+    if len(value) < 2:
         return value
-    return value[:ANCHOR_CHARS] + ANCHOR_MARK + value[-ANCHOR_CHARS:]
+    head = min(ANCHOR_CHARS, (len(value) + 1) // 2)
+    tail = min(ANCHOR_CHARS, len(value) - head)
+    return value[:head] + ANCHOR_MARK + value[-tail:]
 
 
 def is_anchored(value: str) -> bool:
-    return len(value) == _WHOLE_MAX and value[ANCHOR_CHARS] == ANCHOR_MARK
+    head, mark, tail = value.partition(ANCHOR_MARK)
+    return bool(mark and head and tail) and ANCHOR_MARK not in tail
 
 
 def expand(value: str, text: str) -> str | None:
@@ -54,14 +59,14 @@ def expand(value: str, text: str) -> str | None:
     None when the head, or the tail after it, is not in the text."""
     if not is_anchored(value):
         return value
-    head, tail = value[:ANCHOR_CHARS], value[ANCHOR_CHARS + 1 :]
+    head, _, tail = value.partition(ANCHOR_MARK)
     start = text.find(head)
     if start < 0:
         return None
-    end = text.find(tail, start + ANCHOR_CHARS)
+    end = text.find(tail, start + len(head))
     if end < 0:
         return None
-    return text[start : end + ANCHOR_CHARS]
+    return text[start : end + len(tail)]
 
 
 # What ends a clause in cleaned text (NFKC folds full-width commas, colons and brackets).

@@ -40,16 +40,40 @@ def test_a_long_value_is_written_as_its_ends_and_fits_the_decoding_pattern() -> 
     assert re.fullmatch(ANCHORED_PATTERN, written)
 
 
-@pytest.mark.parametrize("value", ["", "快递丢了", "快递丢了三天没人管也不回"])
-def test_a_short_value_is_written_whole(value: str) -> None:
-    assert anchored(value) == value
-    assert expand(value, TEXT) == value
-    assert re.fullmatch(ANCHORED_PATTERN, value)
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ("快递丢了", "快递⋯丢了"),
+        ("没发货", "没发⋯货"),
+        ("快递丢了三天没人管也不回", "快递丢了三天⋯没人管也不回"),
+    ],
+)
+def test_a_short_value_is_written_as_its_halves(value: str, written: str) -> None:
+    assert anchored(value) == written
+    assert expand(written, TEXT + value) == value
+    assert re.fullmatch(ANCHORED_PATTERN, written)
 
 
-def test_a_copy_longer_than_the_short_form_does_not_fit_the_decoding_pattern() -> None:
-    assert not re.fullmatch(ANCHORED_PATTERN, QUESTION)
-    assert not re.fullmatch(ANCHORED_PATTERN, "空气净化器" + ANCHOR_MARK + "退款！")
+def test_the_decoding_pattern_asks_for_the_mark_between_a_head_and_a_tail() -> None:
+    assert not re.fullmatch(ANCHORED_PATTERN, QUESTION)  # a copy
+    assert not re.fullmatch(ANCHORED_PATTERN, "快递丢了")  # no mark
+    assert not re.fullmatch(ANCHORED_PATTERN, ANCHOR_MARK + "退款！")
+    assert not re.fullmatch(ANCHORED_PATTERN, "快递" + ANCHOR_MARK)
+    assert not re.fullmatch(ANCHORED_PATTERN, "快递" + ANCHOR_MARK + "丢" + ANCHOR_MARK + "了")
+    # A model that copies on past the trained head still closes with a tail that expands right.
+    long_head = QUESTION[:20] + ANCHOR_MARK + "退款！"
+    assert re.fullmatch(ANCHORED_PATTERN, long_head)
+    assert expand(long_head, TEXT) == QUESTION
+    # A whole value (no mark) expands to itself.
+    assert expand("快递丢了", TEXT) == "快递丢了"
+
+
+def test_ends_of_another_length_than_trained_expand_the_same_way() -> None:
+    # The model reads tokens, not characters: a head of 5 or a tail of 3 still stands for the
+    # same stretch, and fits the decoding pattern.
+    written = "空气净化器" + ANCHOR_MARK + "退款！"
+    assert re.fullmatch(ANCHORED_PATTERN, written)
+    assert expand(written, TEXT) == QUESTION
 
 
 def test_expansion_gives_back_the_stretch_of_the_text() -> None:
