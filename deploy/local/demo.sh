@@ -11,11 +11,15 @@ python=.venv/bin/python
 dir=var/demo
 rows=${DEMO_ROWS:-600}
 epochs=${DEMO_EPOCHS:-1}
+# 1: finish with the quality report of bench/quality.py through the live gateway (make demo-full).
+quality=${DEMO_QUALITY:-0}
 port=${DEMO_STUB_PORT:-8900}
 # The local stack's API key (make up reads it from the environment, like .env).
 export TIQU_API_KEYS=${TIQU_API_KEYS:-demo-key} TIQU_GATEWAY_API_KEY=${TIQU_GATEWAY_API_KEY:-demo-key}
 # The bare base model's scores (it never answers JSON) would double the evaluation's time.
 export TIQU_EVAL_BASE_MODEL=${TIQU_EVAL_BASE_MODEL:-false}
+# The quality report keeps 16 extractions in flight; on 2 cores each takes about a minute.
+if [ "$quality" = 1 ]; then export TIQU_SERVE_TIMEOUT_S=${TIQU_SERVE_TIMEOUT_S:-600}; fi
 started=$(date +%s)
 mkdir -p "$dir" var/log
 
@@ -46,7 +50,7 @@ export TIQU_TEACHER_BASE_URL="http://127.0.0.1:$port/v1"
 run=$("$tiqu" distill "$dataset" --json | "$python" -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
 kill "$stub" 2>/dev/null || true
 
-step "4. train a LoRA adapter on Gemma-3-270m (CPU, $epochs epoch), evaluate, promote"
+step "4. train a LoRA adapter on Gemma-3-270m (CPU, $epochs epoch(s)), evaluate, promote"
 "$tiqu" train "$run" --epochs "$epochs"
 "$tiqu" adapters list
 
@@ -64,6 +68,12 @@ picked = [r for r in rows if r.get("kind") == "original" and r.get("name") and r
 for row in picked:
     print(row["text"].replace("\n", " "))
 PY
+
+if [ "$quality" = 1 ]; then
+  step "7. quality through the gateway: hand-written set and generated test split, regex baseline"
+  TIQU_GATEWAY_API_KEY=$TIQU_API_KEYS "$python" bench/quality.py --concurrency 16 \
+    --out "$dir/quality.json"
+fi
 
 step "done in $(( $(date +%s) - started )) s; the stack keeps running (make down stops it)"
 cat <<TXT
