@@ -28,6 +28,7 @@ import unicodedata
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -81,6 +82,9 @@ STYLES: tuple[str, ...] = (
     "record",
     "html_form",
     "ticket",
+    "transcript_turns",
+    "chat_turns",
+    "narrative",
 )
 KINDS: tuple[str, ...] = (
     "original",
@@ -1396,6 +1400,9 @@ _CHANNELS: tuple[str, ...] = ("热线", "邮件", "在线客服", "信函", "APP
 _STYLE_CHANNELS: dict[str, tuple[str, ...]] = {
     "hotline": ("热线",),
     "transcript": ("热线",),
+    "transcript_turns": ("热线",),
+    "chat_turns": ("在线客服", "APP"),
+    "narrative": ("邮件", "信函", "APP"),
     "email": ("邮件",),
     "forwarded": ("邮件",),
     "letter": ("信函",),
@@ -1703,7 +1710,11 @@ class _Slots(dict[str, str]):
             other = d.pick(self._pools.names)
             return other if other != self._name else d.pick(self._pools.names_traditional)
         if key == "surname":
-            return d.pick(self._pools.names)[0]
+            # Someone else's: "王女士" at the counter must not read as the complainant 王女士.
+            surname = d.pick(self._pools.names)[0]
+            while self._name and surname == self._name[0]:
+                surname = d.pick(self._pools.names)[0]
+            return surname
         if key == "landline":
             return _landline(d)
         if key == "hotline":
@@ -1786,7 +1797,7 @@ def _make_row(d: _Dice, pools: _Pools, style: str) -> _Row:
     s = _Slots(d, dom, pools, mobile, name)
     s["staff"], s["badge"] = staff, badge
     phone = _fmt_phone(d, mobile) if mobile is not None else None
-    clauses = _clauses(d, dom, s, chat=style == "chat")
+    clauses = _clauses(d, dom, s, chat=style in ("chat", "chat_turns"))
     with_english = style in ("bilingual", "english_labels")
     question_en = _question_en(d, dom, s) if with_english else ""
     org = d.pick(pools.companies) if style == "letter" and d.chance(0.5) else s["org"]
@@ -2556,6 +2567,264 @@ def _style_ticket(d: _Dice, r: _Row) -> list[_Piece]:
     return _joined(cells, d.pick(("\n", "\n", "；", " | ")))
 
 
+# Conversations and long accounts: the complaint runs over several turns or paragraphs with the
+# contact details, the other side's turns and the story's other people in between (the guide:
+# keep the complainant's complaint sentences in order, nothing else).
+
+_AGENT_SPEAKERS: tuple[str, ...] = ("客服", "坐席", "话务员", "接线员")
+_CALLER_SPEAKERS: tuple[str, ...] = ("客户", "来电人", "市民", "用户", "顾客")
+_AGENT_OPENINGS: tuple[str, ...] = (
+    "您好，{org}客服中心，工号{badge}，请问有什么可以帮您？",
+    "您好，这里是{org}投诉热线，我是{staff}，请讲。",
+    "您好，很高兴为您服务，请问您遇到了什么问题？",
+    "您好，请问有什么可以帮您？",
+)
+# What the agent says to ask for each contact field.
+_AGENT_ASKS: dict[str, tuple[str, ...]] = {
+    "name": ("请问您怎么称呼？", "请问您贵姓？", "麻烦留一下您的姓名。", "请问您的全名是？"),
+    "phone": (
+        "请问您的联系电话是？",
+        "方便留一个回访电话吗？",
+        "麻烦提供一下联系方式，我们专员回电给您。",
+        "请问这个号码能联系到您吗？还是留别的号码？",
+    ),
+    "email": ("处理结果需要发书面回复吗？可以留个邮箱。", "请问您的电子邮箱是？"),
+    "address": ("请问您的详细地址是？", "需要上门核实，请问地址在哪里？", "收货地址是哪里？"),
+}
+# The caller's answer around a contact value: (before, after).
+_CALLER_ANSWERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "name": (("我叫", "。"), ("", "。"), ("免贵，我是", "。"), ("", "")),
+    "phone": (("", ""), ("打这个就行，", "。"), ("我手机", "，白天都在。"), ("", "，就这个号。")),
+    "email": (("发我邮箱吧，", "。"), ("", ""), ("邮箱是", "，谢谢。")),
+    "address": (("", "。"), ("我家在", "。"), ("地址是", "。")),
+}
+_AGENT_ACKS: tuple[str, ...] = (
+    "嗯，您慢慢说。",
+    "好的，我这边记录一下。",
+    "非常抱歉给您带来不便，还有其他情况吗？",
+    "明白了，您别着急。",
+    "好的，请继续。",
+)
+_AGENT_CLOSINGS: tuple[str, ...] = (
+    "好的，已经为您登记，会在{n}个工作日内给您回复。",
+    "好的，我们会尽快核实处理，感谢您的来电。",
+    "已经帮您提交加急处理了，请保持电话畅通。",
+)
+_CALLER_CLOSINGS: tuple[str, ...] = ("好，谢谢。", "行，那我等你们消息。", "好的，麻烦了。", "")
+_CHAT_HELLOS: tuple[str, ...] = ("在吗", "在吗？", "你好", "有人吗", "客服在吗", "亲")
+_CHAT_AGENT_REPLIES: tuple[str, ...] = (
+    "亲，您好，请问有什么可以帮您？",
+    "在的亲，请问遇到什么问题了呢？",
+    "亲亲，非常抱歉给您带来不好的体验",
+    "亲，麻烦您稍等，这边帮您查询一下哦",
+    "收到，这边马上帮您反馈",
+)
+_CHAT_CONTACT_ASKS: tuple[str, ...] = (
+    "亲，麻烦留一下您的联系方式，专员会联系您哦",
+    "请问您的姓名和电话是？",
+    "亲，方便提供下联系方式吗？",
+)
+_NARRATIVE_OPENINGS: tuple[str, ...] = (
+    "尊敬的领导：\n",
+    "您好！\n",
+    "各位领导好，",
+    "",
+    "",
+)
+# Words that start a later sentence of a long account.
+_NARRATIVE_LINKS: tuple[str, ...] = (
+    "后来",
+    "没想到",
+    "更过分的是，",
+    "第二天",
+    "结果",
+    "之后",
+    "最让我生气的是，",
+)
+_NARRATIVE_INTROS: tuple[tuple[str, str], ...] = (
+    ("先说一下我的情况：", "。"),
+    ("", "。"),
+    ("我是这件事的当事人，", "。"),
+)
+_NARRATIVE_SIGNATURES: tuple[tuple[str, ...], ...] = (
+    ("投诉人：", "\n联系电话：", "\n电子邮箱：", "\n联系地址："),
+    ("反映人 ", " 电话 ", " 邮箱 ", " 地址 "),
+    ("", "\n", "\n", "\n"),
+)
+
+
+def _chunks(d: _Dice, items: Sequence[_T], most: int) -> list[list[_T]]:
+    """`items` cut into 1..`most` runs of consecutive items, in order."""
+    count = min(len(items), d.randint(1, most))
+    cuts = sorted(_shuffled(d, range(1, len(items)))[: count - 1])
+    return [list(items[a:b]) for a, b in pairwise([0, *cuts, len(items)])]
+
+
+def _is_full_chinese_name(name: str) -> bool:
+    return "\u4e00" <= name[0] <= "\u9fff" and not name.endswith(("先生", "女士"))
+
+
+def _asked_after(d: _Dice, r: _Row, turns: int) -> dict[int, list[str]]:
+    """For each contact field present, the turn after which it is asked (-1: before the first,
+    which only an agent asking the caller's name does)."""
+    asked: dict[int, list[str]] = {}
+    for field in _shuffled(d, _present(r)):
+        asked.setdefault(d.randint(-1 if field == "name" else 0, turns - 1), []).append(field)
+    return asked
+
+
+def _style_transcript_turns(d: _Dice, r: _Row) -> list[_Piece]:
+    """A call transcript where the complaint runs over several caller turns, the agent asks for
+    each contact detail in between, and may repeat the caller's name or number back."""
+    agent, caller = d.pick(_AGENT_SPEAKERS), d.pick(_CALLER_SPEAKERS)
+    colon = d.pick(("：", "：", ":"))
+    clauses = list(r.clauses)
+    if d.chance(0.3):
+        clauses.insert(d.randint(0, len(clauses) - 1), _third_party(d, r))
+    chunks = _chunks(d, clauses, 4)
+    asked = _asked_after(d, r, len(chunks))
+    opening = d.pick(_AGENT_OPENINGS).format(org=r.org, staff=r.staff, badge=r.badge)
+    p: list[_Piece] = [(f"{agent}{colon}{opening}", None)]
+
+    def ask(fields: list[str]) -> None:
+        for field in fields:
+            p.append((f"\n{agent}{colon}{d.pick(_AGENT_ASKS[field])}\n{caller}{colon}", None))
+            before, after = d.pick(_CALLER_ANSWERS[field])
+            p.extend([(before, None), (r.value(field) or "", field), (after, None)])
+            if field == "name" and r.name and _is_full_chinese_name(r.name):
+                polite = d.pick(("先生", "女士"))
+                p.append((f"\n{agent}{colon}好的，{r.name[0]}{polite}。", None))
+            elif field == "phone" and d.chance(0.3):
+                p.append((f"\n{agent}{colon}跟您确认一下，号码是{r.phone}对吗？\n", None))
+                p.append((f"{caller}{colon}对。", None))
+
+    ask(asked.get(-1, []))
+    for i, chunk in enumerate(chunks):
+        greeting = d.pick(("你好，", "喂，你好，", "")) if i == 0 else d.pick(("", "", "嗯，"))
+        p.append((f"\n{caller}{colon}{greeting}", None))
+        p.extend((clause, "question") for clause in chunk)
+        if i < len(chunks) - 1 and not asked.get(i):
+            p.append((f"\n{agent}{colon}{d.pick(_AGENT_ACKS)}", None))
+        ask(asked.get(i, []))
+    p.append((f"\n{agent}{colon}{d.pick(_AGENT_CLOSINGS).format(n=d.randint(2, 7))}", None))
+    closing = d.pick(_CALLER_CLOSINGS)
+    if closing:
+        p.append((f"\n{caller}{colon}{closing}", None))
+    return p
+
+
+def _style_chat_turns(d: _Dice, r: _Row) -> list[_Piece]:
+    """A chat log pasted message by message: greetings, the complaint over several messages, the
+    agent's replies, and the contact details in messages of their own (or with no agent at all,
+    the customer's messages only)."""
+    me = d.pick(("我", "用户", "顾客", d.pick(_NICKNAMES)))
+    agent = d.pick(("客服", "在线客服", "官方客服", f"客服小{r.staff[0]}"))
+    layout = d.pick(("header", "prefix", "bare"))
+    clock = [d.randint(8, 22), d.randint(0, 50)]
+
+    def speaker(who: str) -> str:
+        clock[1] += d.randint(0, 3)
+        stamp = f"{clock[0] + clock[1] // 60:02d}:{clock[1] % 60:02d}"
+        if layout == "header":
+            return f"{who} {stamp}\n"
+        return f"[{stamp}] {who}：" if d.chance(0.5) else f"{who}："
+
+    def say(who: str, pieces: list[_Piece]) -> None:
+        lead = "" if layout == "bare" else speaker(who)
+        p.append((("\n" if p else "") + lead, None))
+        p.extend(pieces)
+
+    p: list[_Piece] = []
+    say(me, [(d.pick(_CHAT_HELLOS), None)])
+    if layout != "bare":
+        say(agent, [(d.pick(_CHAT_AGENT_REPLIES), None)])
+    messages = [
+        clause[:-1] if clause.endswith("，") and d.chance(0.6) else clause for clause in r.clauses
+    ]
+    asked_at = d.randint(0, len(messages))
+    for i, message in enumerate(messages):
+        if i == asked_at:
+            _chat_contacts(d, r, say, me, agent, layout)
+        tail = d.pick(_EMOJI) if d.chance(0.2) else ""
+        say(me, [(message, "question"), (tail, None)])
+        if layout != "bare" and d.chance(0.25):
+            say(agent, [(d.pick(_CHAT_AGENT_REPLIES), None)])
+    if asked_at == len(messages):
+        _chat_contacts(d, r, say, me, agent, layout)
+    return p
+
+
+def _chat_contacts(
+    d: _Dice,
+    r: _Row,
+    say: Callable[[str, list[_Piece]], None],
+    me: str,
+    agent: str,
+    layout: str,
+) -> None:
+    fields = _present(r)
+    if not fields:
+        return
+    if layout != "bare" and d.chance(0.6):
+        say(agent, [(d.pick(_CHAT_CONTACT_ASKS), None)])
+    if d.chance(0.5):
+        say(me, _contact_bits(d, r, fields, bracketed=False))
+        return
+    for field in fields:
+        lead = d.pick(("", "", *_CONTACT_LEADS[field][0]))
+        say(me, [(lead, None), (r.value(field) or "", field)])
+
+
+def _style_narrative(d: _Dice, r: _Row) -> list[_Piece]:
+    """A long account over several paragraphs: how it began, what went wrong next, what staff
+    said (with their numbers), what it cost and what the writer wants; the writer introduces
+    themself at the start, in the middle of the story or in a signature."""
+    s = r.slots
+    sentences: list[list[str]] = [[]]
+    for clause in r.clauses:
+        sentences[-1].append(clause)
+        if clause.endswith(("。", "！")):
+            sentences.append([])
+    sentences = [sentence for sentence in sentences if sentence]
+    # (lead, clauses): a clause the complaint already holds is not told twice.
+    stories = [
+        (d.pick(_NARRATIVE_LINKS), [d.pick(r.domain.problems).format_map(s)]),
+        ("", [d.pick(_STAFF_CLAUSES).format_map(s)]),
+        ("", [d.pick(_DURATIONS).format_map(s), d.pick(_CONSEQUENCES).format_map(s)]),
+        ("", [_third_party(d, r)[:-1]]),
+    ]
+    extras = [
+        lead + "，".join(clauses) + "。"
+        for lead, clauses in stories
+        if not any(clause in r.question for clause in clauses)
+    ]
+    for extra in _shuffled(d, extras)[: d.randint(min(2, len(extras)), len(extras))]:
+        # Before the last sentence: the demand ends the account.
+        sentences.insert(d.randint(1, len(sentences) - 1), [extra])
+    where = d.pick(("start", "middle", "signature"))
+    intro_at = d.randint(1, len(sentences) - 1) if where == "middle" else 0
+    p: list[_Piece] = [(d.pick(_NARRATIVE_OPENINGS), None)]
+    paragraph = d.pick(("\n\n", "\n", "\n　　", ""))
+    for i, sentence in enumerate(sentences):
+        if i:
+            p.append((paragraph if d.chance(0.5) else "", None))
+        if where != "signature" and i == intro_at and _present(r):
+            before, after = d.pick(_NARRATIVE_INTROS)
+            p.append((before, None))
+            p.extend(_contact_bits(d, r, _present(r), bracketed=False))
+            p.append((after, None))
+        p.extend((clause, "question") for clause in sentence)
+    p.append((d.pick(("\n", "")) + d.pick((*_CLOSINGS, "此致\n敬礼！")), None))
+    if where == "signature" and _present(r):
+        labels = d.pick(_NARRATIVE_SIGNATURES)
+        for field, label in zip(_CONTACT_FIELDS, labels, strict=True):
+            value = r.value(field)
+            if value is not None:
+                p.extend([("\n" + label if field == "name" else label, None), (value, field)])
+        p.append((f"\n{r.date}", None))
+    return p
+
+
 _RENDERERS: dict[str, Callable[[_Dice, _Row], list[_Piece]]] = {
     "hotline": _style_hotline,
     "email": _style_email,
@@ -2580,6 +2849,9 @@ _RENDERERS: dict[str, Callable[[_Dice, _Row], list[_Piece]]] = {
     "record": _style_record,
     "html_form": _style_html_form,
     "ticket": _style_ticket,
+    "transcript_turns": _style_transcript_turns,
+    "chat_turns": _style_chat_turns,
+    "narrative": _style_narrative,
 }
 
 

@@ -37,6 +37,9 @@ COMPOSITIONAL_STYLES = {
     "record",
     "html_form",
     "ticket",
+    "transcript_turns",
+    "chat_turns",
+    "narrative",
 }
 STYLES = COMPOSITIONAL_STYLES | {
     "hotline",
@@ -365,9 +368,9 @@ def test_all_styles_appear_roughly_equally(labels: pd.DataFrame) -> None:
     assert counts.max() < 1.5 / len(STYLES)
 
 
-def test_compositional_styles_make_up_40_to_50_percent(labels: pd.DataFrame) -> None:
+def test_compositional_styles_make_up_about_half(labels: pd.DataFrame) -> None:
     styles = labels.loc[labels["kind"] == "original", "style"]
-    assert 0.4 <= styles.isin(COMPOSITIONAL_STYLES).mean() <= 0.5
+    assert 0.4 <= styles.isin(COMPOSITIONAL_STYLES).mean() <= 0.55
 
 
 # -------------------------------------------------------------------- compositional variety
@@ -471,6 +474,60 @@ def test_form_labels_and_ticket_metadata_stay_out_of_the_question(
     rows = originals_of(labels, style)
     assert len(rows) > 300
     assert not [q for q in rows["question"] if metadata.search(q)][:3]
+
+
+# Speaker labels, chat times and greetings: the frame of a conversation, never the complaint.
+CONVERSATION_FRAME = re.compile(
+    r"(?:客服|坐席|话务员|接线员|客户|来电人|市民|用户|顾客)[:：]|\d\d:\d\d|在吗|有人吗|"
+    r"请问您|感谢您的来电"
+)
+
+
+@pytest.mark.parametrize("style", ["transcript_turns", "chat_turns"])
+def test_conversations_spread_the_complaint_over_turns(labels: pd.DataFrame, style: str) -> None:
+    rows = originals_of(labels, style)
+    assert len(rows) > 300
+    assert not [q for q in rows["question"] if CONVERSATION_FRAME.search(q)][:3]
+    pieces = [
+        copied_pieces(q, clean(t)) for q, t in zip(rows["question"], rows["text"], strict=True)
+    ]
+    assert None not in pieces
+    assert sum(n > 1 for n in pieces) > 0.5 * len(rows)
+    for row in rows.itertuples(index=False):
+        for field in CONTACT_FIELDS:
+            value = getattr(row, field)
+            assert value is None or value not in row.question, row.id
+
+
+def test_transcript_agents_repeat_the_callers_name_in_short_form(labels: pd.DataFrame) -> None:
+    rows = originals_of(labels, "transcript_turns")
+    named = rows[rows["name"].notna() & rows["name"].str.fullmatch(r"[\u4e00-\u9fff]{2,3}")]
+    repeated = named[
+        [
+            f"{name[0]}先生" in text or f"{name[0]}女士" in text
+            for name, text in zip(named["name"], named["text"], strict=True)
+        ]
+    ]
+    # The caller's own full form is the name, not the agent's 先生/女士 form (the guide).
+    assert len(repeated) > 0.5 * len(named)
+
+
+def test_narratives_are_long_with_staff_numbers_in_the_story(labels: pd.DataFrame) -> None:
+    rows = originals_of(labels, "narrative")
+    assert (
+        rows["question"].str.len().median()
+        > 1.5 * originals_of(labels, "prose_start")["question"].str.len().median()
+    )
+    assert rows["question"].str.contains(r"\d{7,}").mean() > 0.1
+    introduced_inside = 0
+    for row in rows.itertuples(index=False):
+        text = clean(row.text)
+        for field in CONTACT_FIELDS:
+            value = getattr(row, field)
+            assert value is None or value not in row.question, row.id
+        if copied_pieces(row.question, text) not in (None, 1):
+            introduced_inside += 1
+    assert introduced_inside > 0.2 * len(rows)
 
 
 def test_terse_messages_are_short(labels: pd.DataFrame) -> None:
