@@ -53,13 +53,11 @@ def percentile(values: list[float], share: float) -> float | None:
 
 
 def run_mode(
-    adapter: str, examples: list[Example], args: argparse.Namespace
+    adapter: str, examples: list[Example], gateway: str, api_key: str, concurrency: int
 ) -> tuple[list[dict[str, Any] | None], list[float], float]:
     texts = [text_of(example) for example in examples]
     started = time.perf_counter()
-    answers, latencies = asyncio.run(
-        extract_all(texts, args.gateway, args.api_key, adapter, args.concurrency)
-    )
+    answers, latencies = asyncio.run(extract_all(texts, gateway, api_key, adapter, concurrency))
     return answers, latencies, time.perf_counter() - started
 
 
@@ -129,6 +127,8 @@ def table(title: str, results: dict[str, dict[str, Any]]) -> Table:
     row("extractions/s", "extractions_per_s", ".3f")
     row("p50 latency (s)", "latency_p50_s", ".1f")
     row("p95 latency (s)", "latency_p95_s", ".1f")
+    if all("single_p50_s" in results[label] for label in labels):
+        row("p50 latency, one request at a time (s)", "single_p50_s", ".1f")
     row("decoded tokens / extraction", "completion_tokens_mean", ".1f")
     row("prompt tokens / extraction", "prompt_tokens_mean", ".1f")
     for field in get_schema().field_names:
@@ -152,19 +152,19 @@ def table(title: str, results: dict[str, dict[str, Any]]) -> Table:
     return out
 
 
-def eval_sets(args: argparse.Namespace, baseline: str) -> list[tuple[str, list[Example]]]:
+def eval_sets(split: str, baseline: str) -> list[tuple[str, list[Example]]]:
     schema = get_schema()
     sets = []
     # Tuning looks at the validation split alone: the evaluation sets stay unseen until the
     # recipe is fixed.
-    if args.split != "val":
+    if split != "val":
         sets.append((f"hand-written {HANDWRITTEN.name}", load_gold(HANDWRITTEN, schema)))
-    if args.split in ("test", "val"):
+    if split in ("test", "val"):
         store = Store.from_settings()
         run_id = adapters.resolve(store, baseline.replace("@", ":")).get("run_id")
         if run_id:
-            split = load_split(store, find_run(store, run_id), args.split)
-            sets.append((f"generated {args.split} split of {run_id}", split))
+            rows = load_split(store, find_run(store, run_id), split)
+            sets.append((f"generated {split} split of {run_id}", rows))
     return sets
 
 
@@ -195,12 +195,14 @@ def main() -> None:
         parser.error("each --mode needs its own LABEL")
     labels = list(modes)
     report: dict[str, Any] = {"gateway": args.gateway, "modes": modes, "sets": {}}
-    for set_name, examples in eval_sets(args, modes[labels[0]]):
+    for set_name, examples in eval_sets(args.split, modes[labels[0]]):
         order = labels if args.rounds == 1 else [*labels, *reversed(labels)]
         parts: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
         for label in order:
             console.print(f"{set_name}: {label} ({modes[label]}), {args.concurrency} in flight")
-            answers, latencies, seconds = run_mode(modes[label], examples, args)
+            answers, latencies, seconds = run_mode(
+                modes[label], examples, args.gateway, args.api_key, args.concurrency
+            )
             parts[label].append(summary(answers, latencies, seconds, examples))
         results = {label: merged(parts[label]) for label in labels}
         report["sets"][set_name] = results

@@ -344,6 +344,13 @@ class Settings(BaseSettings):
         "",
         description="More vLLM server flags, appended as given (e.g. `--tensor-parallel-size 2`).",
     )
+    engine_merged_adapter: str = Field(
+        "",
+        description="Serve this one adapter (`name`: its promoted version at start-up, or "
+        "`name@v3`) merged into the base weights instead of as a runtime LoRA: no LoRA cost per "
+        "token, but the engine serves that version alone and loads no other; restart it to serve "
+        "another. Empty: runtime multi-LoRA.",
+    )
 
     # Serve: the extraction gateway
     adapter_dir: Path = Field(

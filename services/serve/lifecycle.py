@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -110,6 +111,56 @@ class ServedAdapter:
     @property
     def reference(self) -> str:
         return f"{self.name}@{self.version}"
+
+
+def fetch_verified(
+    store: Store,
+    settings: Settings,
+    base: ResolvedModel,
+    name: str,
+    version: str,
+    manifest: dict[str, Any],
+) -> tuple[Path, ExtractionSchema]:
+    """Download, verify and lint one version into its own folder under TIQU_ADAPTER_DIR."""
+    if not manifest.get("files") or not manifest.get("adapter_sha256"):
+        raise AdapterIntegrityError(
+            f"adapter {name}:{version} was registered with a hash of its weights only: its "
+            "adapter_config.json cannot be verified, so it is not served; register it again",
+            param="adapter",
+            code="integrity_unknown",
+        )
+    root = Path(settings.adapter_dir).resolve()
+    final = root / engine_name(name, version, manifest["adapter_sha256"])
+    scratch = root / f".{final.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        adapters.download(store, name, version, scratch)
+        mismatches = adapters.integrity_problems(scratch, manifest)
+        if mismatches:
+            raise AdapterIntegrityError(
+                f"adapter {name}:{version} is not the one registered: "
+                + "; ".join(mismatches)
+                + ": refusing to serve it",
+                param="adapter",
+                code="hash_mismatch",
+            )
+        problems = adapters.lint(
+            scratch,
+            max_rank=settings.serve_max_lora_rank,
+            trained_on_sha256=manifest.get("base_model", {}).get("weights_sha256", ""),
+            base_sha256=base.weights_sha256,
+        )
+        if problems:
+            raise AdapterIntegrityError(
+                f"adapter {name}:{version} cannot be served: " + "; ".join(problems),
+                param="adapter",
+                code="lint_failed",
+            )
+        schema = adapters.load_schema(store, name, version) or get_schema()
+        shutil.rmtree(final, ignore_errors=True)
+        scratch.rename(final)
+        return final, schema
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def version_key(name: str, version: str) -> str:
@@ -320,7 +371,9 @@ class AdapterManager:
         manifest = await asyncio.to_thread(adapters.load_manifest, self.store, name, version)
         if manifest is None:
             raise NotFoundError(f"adapter {name}:{version} not found", param="adapter")
-        folder, schema = await asyncio.to_thread(self._fetch, name, version, manifest)
+        folder, schema = await asyncio.to_thread(
+            fetch_verified, self.store, self.settings, self.base, name, version, manifest
+        )
         served = ServedAdapter(
             name=name,
             version=version,
@@ -339,48 +392,6 @@ class AdapterManager:
             raise
         log.info("adapter loaded", extra={"adapter": name, "version": version})
         return served
-
-    def _fetch(self, name: str, version: str, manifest: dict) -> tuple[Path, ExtractionSchema]:
-        """Download, verify and lint one version into its own folder under TIQU_ADAPTER_DIR."""
-        if not manifest.get("files") or not manifest.get("adapter_sha256"):
-            raise AdapterIntegrityError(
-                f"adapter {name}:{version} was registered with a hash of its weights only: its "
-                "adapter_config.json cannot be verified, so it is not served; register it again",
-                param="adapter",
-                code="integrity_unknown",
-            )
-        root = Path(self.settings.adapter_dir).resolve()
-        final = root / engine_name(name, version, manifest["adapter_sha256"])
-        scratch = root / f".{final.name}-{uuid.uuid4().hex[:8]}"
-        try:
-            adapters.download(self.store, name, version, scratch)
-            mismatches = adapters.integrity_problems(scratch, manifest)
-            if mismatches:
-                raise AdapterIntegrityError(
-                    f"adapter {name}:{version} is not the one registered: "
-                    + "; ".join(mismatches)
-                    + ": refusing to serve it",
-                    param="adapter",
-                    code="hash_mismatch",
-                )
-            problems = adapters.lint(
-                scratch,
-                max_rank=self.settings.serve_max_lora_rank,
-                trained_on_sha256=manifest.get("base_model", {}).get("weights_sha256", ""),
-                base_sha256=self.base.weights_sha256,
-            )
-            if problems:
-                raise AdapterIntegrityError(
-                    f"adapter {name}:{version} cannot be served: " + "; ".join(problems),
-                    param="adapter",
-                    code="lint_failed",
-                )
-            schema = adapters.load_schema(self.store, name, version) or get_schema()
-            shutil.rmtree(final, ignore_errors=True)
-            scratch.rename(final)
-            return final, schema
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
 
     async def _retire(self, name: str, version: str) -> None:
         key = version_key(name, version)
