@@ -41,14 +41,15 @@ from shared import adapters
 from shared.settings import get_settings
 from shared.store import Store
 
-API_KEY = "bench-merged-key"
+# The stacks listen on loopback only and without keys, as bench/serve.py's.
+API_KEY = ""
 BASELINE, MERGED = "runtime LoRA", "merged"
 
 
 def start_stack(work: Path, reference: str, merge: bool) -> Stack:
     env = {
         **os.environ,
-        "TIQU_API_KEYS": API_KEY,
+        "TIQU_API_KEYS": "",
         "TIQU_ADAPTER_DIR": str(work / "adapters"),
         "TIQU_SERVE_ADAPTERS": reference,
         # 32 requests in flight on 2 cores wait minutes for the last answers.
