@@ -55,6 +55,9 @@ def start_stack(work: Path, reference: str, merge: bool) -> Stack:
         # 32 requests in flight on 2 cores wait minutes for the last answers.
         "TIQU_SERVE_TIMEOUT_S": "900",
         "TIQU_ENGINE_MERGED_ADAPTER": reference if merge else "",
+        # Two engines on one machine: a fixed KV cache each. With the default memory share both
+        # together outgrew 24 GiB once (the LoRA engine's worker was killed for memory).
+        "TIQU_ENGINE_KV_CACHE_GIB": os.environ.get("TIQU_ENGINE_KV_CACHE_GIB", "2"),
     }
     stack = Stack(work, env)
     try:
