@@ -172,7 +172,12 @@ def test_sign_in_extract_with_highlights_and_read_an_adapters_report(
     for chart in ("Training and validation loss", "Exact match and F1 per field"):
         image = page.get_by_alt_text(re.compile(chart))
         expect(image).to_be_visible()
-        assert image.evaluate("img => img.naturalWidth") > 100  # a real PNG was served
+        # A real PNG was served: its width once it has loaded (visible is not loaded yet).
+        width = image.evaluate(
+            "img => img.complete ? img.naturalWidth : new Promise(done => {"
+            " img.onload = () => done(img.naturalWidth); img.onerror = () => done(0); })"
+        )
+        assert width > 100
     screenshot(page, "adapter-report")
 
     # A wrong address inside the console is a page, not a stack trace.

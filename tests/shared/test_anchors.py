@@ -155,6 +155,9 @@ def test_contact_clauses_inside_an_expanded_question_are_left_out(
     assert without_contact_clauses(span, contacts) == question
 
 
+SPREAD_STYLES = ("transcript_turns", "chat_turns", "narrative")
+
+
 def test_the_generators_questions_survive_the_round_trip() -> None:
     """What an adapter in the `anchors` form could reach at best on generated complaints: the
     question its label expands to from its ends and its other values, compared as evaluation
@@ -162,6 +165,11 @@ def test_the_generators_questions_survive_the_round_trip() -> None:
     labels = generate_complaints(600, seed=3).labels
     similar = exact = total = 0
     for row in labels.to_dict("records"):
+        # A question spread over turns or paragraphs with the other side's turns or the
+        # writer's introduction in between is no one stretch of the text: head⋯tail cannot
+        # stand for it (a limit of the anchors form, which is why copy stays the default).
+        if row["style"] in SPREAD_STYLES:
+            continue
         label = {
             name: clean_text(row[name]) if isinstance(row[name], str) else None
             for name in SCHEMA.field_names
