@@ -55,8 +55,7 @@ def merged_model(
     """`reference` (`name` for its promoted version, or `name@v3`) merged into `base`, merging
     it first unless the cache holds it."""
     manifest = adapters.resolve(store, reference)
-    name, version = adapters.parse_ref(reference)
-    version = version or str(manifest["version"])
+    name, version = str(manifest["name"]), str(manifest["version"])
     served_name = engine_name(name, version, manifest["adapter_sha256"])
     final = Path(settings.model_cache).resolve() / "merged" / served_name
     merged = MergedModel(final, served_name, f"{name}@{version}")
