@@ -130,7 +130,11 @@ def table(title: str, results: dict[str, dict[str, Any]]) -> Table:
     if all("single_p50_s" in results[label] for label in labels):
         row("p50 latency, one request at a time (s)", "single_p50_s", ".1f")
     row("decoded tokens / extraction", "completion_tokens_mean", ".1f")
+    if all("decode_steps_mean" in results[label] for label in labels):
+        row("engine decode steps / extraction", "decode_steps_mean", ".1f")
     row("prompt tokens / extraction", "prompt_tokens_mean", ".1f")
+    if all("cached_prompt_share" in results[label] for label in labels):
+        row("prompt tokens from the prefix cache", "cached_prompt_share", ".1%")
     for field in get_schema().field_names:
         out.add_row(
             f"{field} exact",

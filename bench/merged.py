@@ -2,26 +2,33 @@
 
     .venv/bin/python bench/merged.py [--adapter extractor] [--concurrency 32] [--single 16]
                                      [--split test|val|none] [--rounds 2]
+                                     [--tuned LABEL="VLLM FLAGS" ...]
                                      [--out var/bench/merged.json]
 
 Uses the store, base model and adapter of the current settings (after `make demo`: the demo's
 `var/` store and the adapter it trained). Starts two stacks on free ports, each `tiqu serve
 engine` + `tiqu api serve` with the same settings: the baseline serves the adapter as a runtime
 LoRA (tiqu's default), the other with `TIQU_ENGINE_MERGED_ADAPTER` (the adapter folded into the
-base weights, `services/serve/merge.py`). Both are stopped at the end, on errors and on Ctrl-C.
+base weights, `services/serve/merge.py`). Each `--tuned` adds a stack that serves it merged with
+those vLLM flags added (`TIQU_ENGINE_EXTRA_ARGS`, e.g. n-gram speculative decoding or 16-token KV
+blocks). All are stopped at the end, on errors and on Ctrl-C.
 
 For each set (the hand-written complaints and, with `--split test`, the adapter's generated test
 split): every complaint through each gateway with `--concurrency` requests in flight (`--rounds
-2`: A B B A, so a machine that slows down mid-run favours neither), then the first `--single`
+2`: A B C C B A, so a machine that slows down mid-run favours none), then the first `--single`
 complaints one request at a time (the latency of a lone extraction). Prints extractions/s,
 p50/p95, p50 alone, decoded and prompt tokens per extraction, each field's exact match, question
 similarity, all fields correct and schema-valid answers, with the ratios to the baseline, and
-writes everything to `--out`. On Gemma-3-270m with 2 CPU cores it takes about 20 minutes.
+from the engine's counters the decode steps per extraction (fewer than the decoded tokens when
+speculative drafts are accepted) and the share of prompt tokens its prefix cache held. Writes
+everything to `--out`. On Gemma-3-270m with 2 CPU cores it takes about 20 minutes (about 8
+more per tuned stack).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -32,11 +39,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.decoding import eval_sets, merged, run_mode, summary, table
 from bench.quality import console
-from bench.serve_support import Stack
+from bench.serve_support import EngineCounters, Stack, engine_tokens
 from shared import adapters
 from shared.settings import get_settings
 from shared.store import Store
@@ -46,7 +55,7 @@ API_KEY = ""
 BASELINE, MERGED = "runtime LoRA", "merged"
 
 
-def start_stack(work: Path, reference: str, merge: bool) -> Stack:
+def start_stack(work: Path, reference: str, merge: bool, extra_args: str | None) -> Stack:
     env = {
         **os.environ,
         "TIQU_API_KEYS": "",
@@ -55,10 +64,16 @@ def start_stack(work: Path, reference: str, merge: bool) -> Stack:
         # 32 requests in flight on 2 cores wait minutes for the last answers.
         "TIQU_SERVE_TIMEOUT_S": "900",
         "TIQU_ENGINE_MERGED_ADAPTER": reference if merge else "",
-        # Two engines on one machine: a fixed KV cache each. With the default memory share both
-        # together outgrew 24 GiB once (the LoRA engine's worker was killed for memory).
-        "TIQU_ENGINE_KV_CACHE_GIB": os.environ.get("TIQU_ENGINE_KV_CACHE_GIB", "2"),
+        # Several engines on one machine: a small fixed KV cache each. With the default memory
+        # share two outgrew 24 GiB once (the LoRA engine's worker was killed for memory); a stack
+        # takes about 6 GiB with 0.5 GiB of KV cache, which holds 32 requests of Gemma-3-270m
+        # (~18 KiB per token) many times over.
+        "TIQU_ENGINE_KV_CACHE_GIB": os.environ.get("TIQU_ENGINE_KV_CACHE_GIB", "0.5"),
+        # vLLM's /reset_prefix_cache, so no round finds the prompts of the one before cached.
+        "VLLM_SERVER_DEV_MODE": "1",
     }
+    if extra_args is not None:
+        env["TIQU_ENGINE_EXTRA_ARGS"] = extra_args
     stack = Stack(work, env)
     try:
         stack.start_engine(timeout=900)
@@ -70,6 +85,39 @@ def start_stack(work: Path, reference: str, merge: bool) -> Stack:
     return stack
 
 
+def counters(stack: Stack) -> EngineCounters:
+    async def read() -> EngineCounters:
+        async with httpx.AsyncClient(base_url=stack.engine_url, timeout=30) as client:
+            return await engine_tokens(client)
+
+    return asyncio.run(read())
+
+
+def forget_prompts(stack: Stack) -> None:
+    """Empty the engine's prefix cache: every text is sent once per round, and real traffic
+    does not repeat texts either; what stays cacheable is what prompts share within a round."""
+    response = httpx.post(f"{stack.engine_url}/reset_prefix_cache", timeout=30)
+    if response.status_code != 200 or not response.json().get("success"):
+        raise RuntimeError(f"vLLM did not reset its prefix cache: {response.text[:200]}")
+
+
+def engine_figures(spent: EngineCounters, answered: int) -> dict[str, float | None]:
+    """Per extraction, from the engine's own counters over one round."""
+    return {
+        "decode_steps_mean": spent.decode_steps / answered if answered else None,
+        "cached_prompt_share": spent.cache_hits / spent.cache_queries
+        if spent.cache_queries
+        else None,
+    }
+
+
+def parse_tuned(spec: str, parser: argparse.ArgumentParser) -> tuple[str, str]:
+    label, sep, flags = spec.partition("=")
+    if not sep or not label.strip() or label.strip() in (BASELINE, MERGED):
+        parser.error(f'--tuned takes LABEL="VLLM FLAGS" with a new label, got {spec!r}')
+    return label.strip(), flags
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--adapter", default=get_settings().adapter_name)
@@ -77,6 +125,14 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=16, help="Complaints sent one at a time.")
     parser.add_argument("--split", choices=("test", "val", "none"), default="test")
     parser.add_argument("--rounds", type=int, choices=(1, 2), default=2)
+    parser.add_argument(
+        "--tuned",
+        action="append",
+        default=[],
+        metavar='LABEL="VLLM FLAGS"',
+        help="also a stack serving the adapter merged with these vLLM flags added "
+        "(TIQU_ENGINE_EXTRA_ARGS); repeatable",
+    )
     parser.add_argument("--out", type=Path, default=Path("var/bench/merged.json"))
     args = parser.parse_args()
     manifest = adapters.resolve(Store.from_settings(), args.adapter)
@@ -85,23 +141,32 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tiqu-bench-merged-"))
     stacks: dict[str, Stack] = {}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    report: dict[str, Any] = {"adapter": reference, "sets": {}}
+    tuned = dict(parse_tuned(spec, parser) for spec in args.tuned)
+    variants = [(BASELINE, False, None), (MERGED, True, None)]
+    variants += [(f"{MERGED} + {label}", True, flags) for label, flags in tuned.items()]
+    labels = [label for label, _, _ in variants]
+    report: dict[str, Any] = {"adapter": reference, "tuned": tuned, "sets": {}}
     try:
-        for label, merge in ((BASELINE, False), (MERGED, True)):
+        for index, (label, merge, extra_args) in enumerate(variants):
             console.print(f"starting the {label} stack for {reference}")
-            stacks[label] = start_stack(work / label.replace(" ", "-"), reference, merge)
+            stacks[label] = start_stack(work / f"stack{index}", reference, merge, extra_args)
         for set_name, examples in eval_sets(args.split, reference):
-            order = [BASELINE, MERGED] if args.rounds == 1 else [BASELINE, MERGED, MERGED, BASELINE]
-            parts: dict[str, list[dict[str, Any]]] = {BASELINE: [], MERGED: []}
+            order = labels if args.rounds == 1 else labels + labels[::-1]
+            parts: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
             for label in order:
                 console.print(f"{set_name}: {label}, {args.concurrency} in flight")
+                forget_prompts(stacks[label])
+                before = counters(stacks[label])
                 answers, latencies, seconds = run_mode(
                     reference, examples, stacks[label].gateway_url, API_KEY, args.concurrency
                 )
-                parts[label].append(summary(answers, latencies, seconds, examples))
-            results = {label: merged(parts[label]) for label in (BASELINE, MERGED)}
-            for label in (BASELINE, MERGED):
+                part = summary(answers, latencies, seconds, examples)
+                spent = counters(stacks[label]) - before
+                parts[label].append({**part, **engine_figures(spent, part["answered"])})
+            results = {label: merged(parts[label]) for label in labels}
+            for label in labels:
                 console.print(f"{set_name}: {label}, {args.single} complaints one at a time")
+                forget_prompts(stacks[label])
                 _, alone, _ = run_mode(
                     reference, examples[: args.single], stacks[label].gateway_url, API_KEY, 1
                 )

@@ -340,13 +340,15 @@ def clean_env(**overrides: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class EngineCounters:
-    """vLLM's counters so far: prompt and generated tokens, and prompt tokens its prefix cache
-    was asked for and already held (the shared instruction, when caching works)."""
+    """vLLM's counters so far: prompt and generated tokens, prompt tokens its prefix cache
+    was asked for and already held (the shared instruction, when caching works), and generated
+    tokens that were speculative drafts the model accepted (0 without speculative decoding)."""
 
     prompt: float = 0.0
     generated: float = 0.0
     cache_queries: float = 0.0
     cache_hits: float = 0.0
+    draft_accepted: float = 0.0
 
     def __sub__(self, other: EngineCounters) -> EngineCounters:
         return EngineCounters(
@@ -354,7 +356,13 @@ class EngineCounters:
             self.generated - other.generated,
             self.cache_queries - other.cache_queries,
             self.cache_hits - other.cache_hits,
+            self.draft_accepted - other.draft_accepted,
         )
+
+    @property
+    def decode_steps(self) -> float:
+        """Forward passes that generated tokens: each gives one token plus its accepted drafts."""
+        return self.generated - self.draft_accepted
 
 
 async def engine_tokens(client: httpx.AsyncClient) -> EngineCounters:
@@ -365,6 +373,7 @@ async def engine_tokens(client: httpx.AsyncClient) -> EngineCounters:
         "vllm:generation_tokens_total": "generated",
         "vllm:prefix_cache_queries_total": "cache_queries",
         "vllm:prefix_cache_hits_total": "cache_hits",
+        "vllm:spec_decode_num_accepted_tokens_total": "draft_accepted",
     }
     totals = dict.fromkeys(names.values(), 0.0)
     for family in text_string_to_metric_families(text):

@@ -344,6 +344,22 @@ class Settings(BaseSettings):
         "",
         description="More vLLM server flags, appended as given (e.g. `--tensor-parallel-size 2`).",
     )
+    engine_ngram_draft_tokens: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="n-gram (prompt-lookup) speculative decoding: tokens vLLM drafts per step by "
+        "matching the answer so far against the prompt, checked in one forward pass (0: off). An "
+        "answer copies most of its tokens from the complaint, so a lone request needs fewer "
+        "steps. Drafts are kept only where they are the model's own greedy tokens, so answers "
+        "change only by floating-point rounding.",
+    )
+    engine_ngram_max_batch: int = Field(
+        4,
+        ge=1,
+        description="Draft only while at most this many requests run: when a full batch already "
+        "keeps every CPU core busy, checking drafts costs more than the steps it saves.",
+    )
     engine_merged_adapter: str = Field(
         "",
         description="Serve this one adapter (`name`: its promoted version at start-up, or "

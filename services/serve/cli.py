@@ -53,7 +53,10 @@ def engine(
             merged = merged_model(
                 settings, Store.from_settings(), model, settings.engine_merged_adapter
             )
-    command = engine_command(settings, model, merged=merged)
+    try:
+        command = engine_command(settings, model, merged=merged)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
     if dry_run:
         typer.echo(command.shell())
         return

@@ -97,6 +97,7 @@ def engine_command(
         "--generation-config",
         "vllm",
         "--disable-uvicorn-access-log",
+        *_speculative_flags(settings),
         *shlex.split(settings.engine_extra_args),
     ]
     # Adapters are loaded and unloaded at run time as they are promoted.
@@ -136,6 +137,29 @@ def cpu_threads_bind(settings: Settings, cores: list[int]) -> str:
     # bench/serve.py on 2 cores, Gemma-3-270m, 32 clients through the gateway: 0.64 extractions/s
     # with vLLM on both cores, 0.42 with its `auto` (one core, the other kept for its scheduler).
     return ",".join(str(core) for core in cores)
+
+
+def _speculative_flags(settings: Settings) -> list[str]:
+    if not settings.engine_ngram_draft_tokens:
+        return []
+    if "--speculative-config" in shlex.split(settings.engine_extra_args):
+        raise ValueError(
+            "TIQU_ENGINE_NGRAM_DRAFT_TOKENS and a --speculative-config in TIQU_ENGINE_EXTRA_ARGS "
+            "both configure speculative decoding: set one of them"
+        )
+    drafts, limit = settings.engine_ngram_draft_tokens, settings.engine_ngram_max_batch
+    seqs = settings.engine_max_num_seqs
+    # vLLM's batch-size schedule: `drafts` tokens while at most `limit` requests run, none above.
+    schedule = [[1, min(limit, seqs), drafts]] + ([[limit + 1, seqs, 0]] if limit < seqs else [])
+    config = {
+        "method": "ngram",
+        "num_speculative_tokens": drafts,
+        # The lookup window measured by bench/merged.py (the issue-12 runs).
+        "prompt_lookup_min": 2,
+        "prompt_lookup_max": 4,
+        "num_speculative_tokens_per_batch_size": schedule,
+    }
+    return ["--speculative-config", json.dumps(config)]
 
 
 def _memory_flags(settings: Settings) -> list[str]:

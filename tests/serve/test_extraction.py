@@ -303,3 +303,26 @@ def test_a_fixed_kv_cache_size_replaces_the_memory_share(tmp_path: Path) -> None
     argv = engine_command(Settings(engine_kv_cache_gib=0.25), model, python="python").argv
     assert argv[argv.index("--kv-cache-memory-bytes") + 1] == str(256 * 2**20)
     assert "--gpu-memory-utilization" not in argv
+
+
+def test_ngram_drafting_runs_at_small_batches_only(tmp_path: Path) -> None:
+    model = ResolvedModel(tmp_path, "m", "0" * 64, "0" * 64, "<|im_end|>", 1)
+    assert "--speculative-config" not in engine_command(Settings(), model, python="python").argv
+    drafting = Settings(engine_ngram_draft_tokens=4, engine_ngram_max_batch=4)
+    argv = engine_command(drafting, model, python="python").argv
+    config = json.loads(argv[argv.index("--speculative-config") + 1])
+    assert (config["method"], config["num_speculative_tokens"]) == ("ngram", 4)
+    schedule = config["num_speculative_tokens_per_batch_size"]
+    assert schedule == [[1, 4, 4], [5, 64, 0]]
+    # vLLM's own reading of the schedule: 4 drafts for 1..4 running requests, none from 5 on.
+    dynamic = pytest.importorskip("vllm.v1.spec_decode.dynamic.utils")
+    lookup = dynamic.build_dynamic_sd_schedule_lookup(schedule, 64, 4)
+    assert lookup[1:5] == [4] * 4 and set(lookup[5:]) == {0}
+    # A limit at or above the engine's batch drafts at every batch size.
+    wide = Settings(engine_ngram_draft_tokens=3, engine_ngram_max_batch=64, engine_max_num_seqs=8)
+    argv = engine_command(wide, model, python="python").argv
+    config = json.loads(argv[argv.index("--speculative-config") + 1])
+    assert config["num_speculative_tokens_per_batch_size"] == [[1, 8, 3]]
+    both = Settings(engine_ngram_draft_tokens=2, engine_extra_args="--speculative-config '{}'")
+    with pytest.raises(ValueError, match="set one of them"):
+        engine_command(both, model, python="python")

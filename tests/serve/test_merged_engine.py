@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -79,14 +80,21 @@ def test_a_tampered_adapter_is_never_merged(loras, tiny_base: ResolvedModel) -> 
     assert not list(merged_root.glob("extractor-v1-*"))
 
 
+def runtime_lora_answers(start_gateway: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """Complaints and what a gateway on the shared runtime-LoRA engine answers for them: what an
+    engine serving the same adapter another way must answer too."""
+    texts = [README_TRY_IT, *generate_complaints(40, seed=5).labels["text"].tolist()[:8]]
+    gateway = start_gateway()
+    answers = [extract(gateway.url, text).json() for text in texts]
+    gateway.stop()
+    return texts, answers
+
+
 def test_a_merged_engine_answers_as_the_runtime_lora_and_loads_nothing_else(
     register, loras, engine, start_gateway, tmp_path: Path, isolated_settings: Path
 ) -> None:
     manifest = register("extractor", loras.labels)
-    texts = [README_TRY_IT, *generate_complaints(40, seed=5).labels["text"].tolist()[:8]]
-    with_lora = start_gateway()
-    expected = [extract(with_lora.url, text).json() for text in texts]
-    with_lora.stop()
+    texts, expected = runtime_lora_answers(start_gateway)
 
     merged_engine = start_engine(
         tmp_path / "merged-engine",
