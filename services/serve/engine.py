@@ -142,7 +142,8 @@ def cpu_threads_bind(settings: Settings, cores: list[int]) -> str:
 def _speculative_flags(settings: Settings) -> list[str]:
     if not settings.engine_ngram_draft_tokens:
         return []
-    if "--speculative-config" in shlex.split(settings.engine_extra_args):
+    extra_flags = (arg.partition("=")[0] for arg in shlex.split(settings.engine_extra_args))
+    if "--speculative-config" in extra_flags:
         raise ValueError(
             "TIQU_ENGINE_NGRAM_DRAFT_TOKENS and a --speculative-config in TIQU_ENGINE_EXTRA_ARGS "
             "both configure speculative decoding: set one of them"

@@ -323,6 +323,7 @@ def test_ngram_drafting_runs_at_small_batches_only(tmp_path: Path) -> None:
     argv = engine_command(wide, model, python="python").argv
     config = json.loads(argv[argv.index("--speculative-config") + 1])
     assert config["num_speculative_tokens_per_batch_size"] == [[1, 8, 3]]
-    both = Settings(engine_ngram_draft_tokens=2, engine_extra_args="--speculative-config '{}'")
-    with pytest.raises(ValueError, match="set one of them"):
-        engine_command(both, model, python="python")
+    for extra in ("--speculative-config '{}'", "--speculative-config='{}'"):
+        both = Settings(engine_ngram_draft_tokens=2, engine_extra_args=extra)
+        with pytest.raises(ValueError, match="set one of them"):
+            engine_command(both, model, python="python")
