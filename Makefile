@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TIQU := $(VENV)/bin/tiqu
 STAMP := $(VENV)/.installed
-DEMO_ROWS ?= 600
+DEMO_ROWS ?= 1200
 # `make demo-full`: the longer recipe for when quality matters more than the 30-minute budget.
 DEMO_FULL_ROWS ?= 1200
 DEMO_FULL_EPOCHS ?= 3
@@ -31,7 +31,7 @@ redis: install
 demo: install
 	DEMO_ROWS=$(DEMO_ROWS) deploy/local/demo.sh
 
-# More rows and epochs than `make demo`, then the quality report on the hand-written set and the
+# Three epochs instead of `make demo`'s one, then the quality report on the hand-written set and the
 # generated test split through the live gateway (bench/quality.py); about an hour on 2 cores.
 demo-full: install
 	DEMO_ROWS=$(DEMO_FULL_ROWS) DEMO_EPOCHS=$(DEMO_FULL_EPOCHS) DEMO_QUALITY=1 deploy/local/demo.sh

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 tiqu=.venv/bin/tiqu
 python=.venv/bin/python
 dir=var/demo
-rows=${DEMO_ROWS:-600}
+rows=${DEMO_ROWS:-1200}
 epochs=${DEMO_EPOCHS:-1}
 # 1: finish with the quality report of bench/quality.py through the live gateway (make demo-full).
 quality=${DEMO_QUALITY:-0}
