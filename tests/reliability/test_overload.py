@@ -129,9 +129,11 @@ def test_load_at_four_times_capacity_is_shed_and_latency_recovers(
         assert int(answer.retry_after or 0) >= 1, answer
         assert answer.error_type in ("overloaded", "unavailable"), answer
     admitted_p95 = p95([a.seconds for a in admitted])
-    # Unshed, 4x capacity for 15 s queues 45 s of work. Bounded near the target is the point;
-    # a stall of this shared 2-core machine may push a few answers past it, not to tens of s.
-    assert admitted_p95 * 1000 <= 1.5 * target_ms, admitted_p95
+    # Unshed, arrivals at 4x capacity wait 3 s for each second of load: by the end of 15 s the
+    # queue holds 45 s of work and the p95 wait is about 43 s. Shed, it stays near the target
+    # (about half of it on a quiet machine); a stall of a shared 2-core CI runner has pushed it to
+    # 1.7x, so the bound is 2.5x: still a quarter of the unshed p95, which it cannot pass for.
+    assert admitted_p95 * 1000 <= 2.5 * target_ms, admitted_p95
 
     recovered_s = None
     with httpx.Client(headers=auth(), timeout=60) as http:
@@ -153,7 +155,7 @@ def test_load_at_four_times_capacity_is_shed_and_latency_recovers(
         f"{len(admitted)} admitted, {len(shed)} shed ("
         + ", ".join(f"{s}: {sum(a.status == s for a in shed)}" for s in sorted(statuses - {200}))
         + f") all with Retry-After, 0 other 5xx; admitted p95 {admitted_p95 * 1000:.0f} ms "
-        f"(target {target_ms:.0f}, bound 1.5x it); idle latency {baseline * 1000:.0f} ms, "
+        f"(target {target_ms:.0f}, bound 2.5x it); idle latency {baseline * 1000:.0f} ms, "
         f"back to it {recovered_s:.1f} s after the load stopped",
     )
 
