@@ -10,6 +10,7 @@ DEMO_ROWS ?= 1200
 # `make demo-full`: the longer recipe for when quality matters more than the 30-minute budget.
 DEMO_FULL_ROWS ?= 1200
 DEMO_FULL_EPOCHS ?= 3
+DEMO_FULL_LR ?= 3e-4
 
 .PHONY: install redis tools demo demo-full test lint format docs up down ps clean
 
@@ -34,7 +35,7 @@ demo: install
 # Three epochs instead of `make demo`'s one, then the quality report on the hand-written set and the
 # generated test split through the live gateway (bench/quality.py); about an hour on 2 cores.
 demo-full: install
-	DEMO_ROWS=$(DEMO_FULL_ROWS) DEMO_EPOCHS=$(DEMO_FULL_EPOCHS) DEMO_QUALITY=1 deploy/local/demo.sh
+	DEMO_ROWS=$(DEMO_FULL_ROWS) DEMO_EPOCHS=$(DEMO_FULL_EPOCHS) DEMO_LR=$(DEMO_FULL_LR) DEMO_QUALITY=1 deploy/local/demo.sh
 
 # Debian's promtool (package prometheus) for the Prometheus checks in tests/deploy, and chromium for
 # the console's browser tests; each skipped, with the reason, where it cannot be installed.
