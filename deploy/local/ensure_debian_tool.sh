@@ -52,7 +52,8 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 fi
 
 if command -v "$command_name" >/dev/null 2>&1; then
-  echo "installed $("$command_name" --version 2>&1 | head -n 1)"
+  # The first line with a dotted version: Debian's chromium launcher prints a shell warning first.
+  echo "installed $("$command_name" --version 2>&1 | grep -m 1 -E '[0-9]+\.[0-9]+')"
 else
   skip "apt-get install $package failed (see $log)"
 fi
