@@ -208,6 +208,13 @@ class Settings(BaseSettings):
         3e-4, gt=0, le=1, description="Peak AdamW learning rate (linear warm-up, then decay)."
     )
     train_epochs: int = Field(3, ge=1, le=100, description="Maximum passes over the train split.")
+    train_max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Time budget for the training steps, in minutes: the first steps are timed "
+        "and the run is cut to the steps that fit, its learning rate decaying to that end. "
+        "Empty: every epoch runs.",
+    )
     train_batch_size: int = Field(
         4, ge=1, le=512, description="Examples per optimizer step, grouped by similar length."
     )

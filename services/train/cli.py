@@ -128,6 +128,16 @@ def train_command(
     learning_rate: Annotated[
         float | None, typer.Option("--lr", min=0, rich_help_panel=_HYPER)
     ] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="Time budget for the training steps: the run is cut to the steps that fit, "
+            "timed on its first steps (default: TIQU_TRAIN_MAX_MINUTES, none).",
+            rich_help_panel=_HYPER,
+            show_default=False,
+        ),
+    ] = None,
     rank: Annotated[int | None, typer.Option(min=1, rich_help_panel=_HYPER)] = None,
     alpha: Annotated[int | None, typer.Option(min=1, rich_help_panel=_HYPER)] = None,
     dropout: Annotated[float | None, typer.Option(min=0, rich_help_panel=_HYPER)] = None,
@@ -169,6 +179,7 @@ def train_command(
         settings,
         epochs=epochs,
         learning_rate=learning_rate,
+        max_minutes=max_minutes,
         rank=rank,
         alpha=alpha,
         dropout=dropout,

@@ -334,6 +334,7 @@ def _training_summary(
         "best_epoch": state.best_epoch,
         "best_val_loss": state.best_val_loss,
         "stopped_early": state.stopped_early,
+        "stopped_by_budget": state.stopped_by_budget,
         "resumed_at_step": state.resumed_at_step,
         "tokens": state.train_tokens,
         "tokens_per_s": round(state.tokens_per_s, 1),

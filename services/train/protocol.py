@@ -32,6 +32,12 @@ class TrainRunCreate(BaseModel):
         description="`anchors`: free-text fields learnt as their first and last characters "
         "(default: TIQU_TRAIN_TARGET_FORM).",
     )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Time budget for the training steps (default: TIQU_TRAIN_MAX_MINUTES): the "
+        "run is cut to the steps that fit, timed on its first steps.",
+    )
     promote: bool = Field(
         True, description="Promote the new version when it is at least as good on every field."
     )

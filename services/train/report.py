@@ -118,7 +118,13 @@ def markdown(evaluation: dict[str, Any], training: dict[str, Any] | None, charts
 
 
 def _training_section(training: dict[str, Any], chart: bool) -> list[str]:
-    stop = "early stop" if training.get("stopped_early") else "all epochs"
+    stop = (
+        "early stop"
+        if training.get("stopped_early")
+        else "cut to the time budget"
+        if training.get("stopped_by_budget")
+        else "all epochs"
+    )
     lines = [
         "## Training",
         "",

@@ -46,6 +46,7 @@ class TrainParams(BaseModel):
     seed: int
     target_form: TargetForm = "copy"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    max_minutes: float | None = Field(None, gt=0)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> TrainParams:
@@ -62,6 +63,7 @@ class TrainParams(BaseModel):
             "gradient_checkpointing": settings.train_gradient_checkpointing,
             "seed": settings.train_seed,
             "target_form": settings.train_target_form,
+            "max_minutes": settings.train_max_minutes,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

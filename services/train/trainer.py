@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 CHECKPOINT = "checkpoint"
 BEST = "best"
 WEIGHTS = "adapter.safetensors"
+# Steps timed before a time budget sets the run's length (the first one also warms up caches).
+BUDGET_PROBE_STEPS = 5
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,9 @@ class TrainState:
     best_epoch: int | None = None
     bad_epochs: int = 0
     stopped_early: bool = False
+    # Set once, after the first steps, when a time budget is given: the steps that fit in it.
+    planned_steps: int | None = None
+    stopped_by_budget: bool = False
     finished: bool = False
     resumed_at_step: int | None = None
 
@@ -215,16 +220,18 @@ class LoraTrainer:
         """Train for up to `epochs`, stop early on validation loss, keep the best weights."""
         params = self.params
         per_epoch = math.ceil(len(train) / params.batch_size)
-        total_steps = per_epoch * params.epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _warmup_then_decay(total_steps, params.warmup_ratio)
-        )
+        schedule = _WarmupThenDecay(per_epoch * params.epochs, params.warmup_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         state = self._resume(scheduler) or TrainState(self.fingerprint)
+        if state.planned_steps is not None:
+            schedule.total_steps = state.planned_steps
         lengths = [len(e) for e in train]
         self.model.train()
         while not state.finished and state.epoch < params.epochs:
             batches = length_grouped_batches(lengths, params.batch_size, params.seed + state.epoch)
             for indices in batches[state.batches_done :]:
+                if state.step >= schedule.total_steps:
+                    break
                 started = time.perf_counter()
                 batch = Batch.collate([train[i] for i in indices], self.pad_id, self.device)
                 with self._precision():
@@ -239,13 +246,15 @@ class LoraTrainer:
                 state.batches_done += 1
                 value = loss.item()
                 state.losses.append([state.step, round(value, 5)])
+                if params.max_minutes and state.planned_steps is None:
+                    self._plan_to_budget(state, schedule)
                 if on_progress:
                     on_progress(
                         TrainProgress(
                             epoch=state.epoch + 1,
                             epochs=params.epochs,
                             step=state.step,
-                            total_steps=total_steps,
+                            total_steps=schedule.total_steps,
                             loss=value,
                             tokens_per_s=state.tokens_per_s,
                             elapsed_s=state.step_seconds,
@@ -254,11 +263,27 @@ class LoraTrainer:
                 if state.step % self.checkpoint_every == 0:
                     self._checkpoint(state, scheduler)
             self._end_epoch(state, val)
+            if state.step >= schedule.total_steps:
+                state.finished = True
             self._checkpoint(state, scheduler)
         if (self.work_dir / BEST / WEIGHTS).is_file():
             set_peft_model_state_dict(self.model, load_file(self.work_dir / BEST / WEIGHTS))
         self.model.eval()
         return state
+
+    def _plan_to_budget(self, state: TrainState, schedule: _WarmupThenDecay) -> None:
+        """Once the first steps are timed, cut the run to the steps that fit in the budget.
+
+        The schedule's end moves with it, so the learning rate still decays to zero on the last
+        step instead of the run stopping at a high rate halfway down its planned decay.
+        """
+        if state.step < min(BUDGET_PROBE_STEPS, schedule.total_steps):
+            return
+        assert self.params.max_minutes is not None
+        fits = math.floor(self.params.max_minutes * 60 / (state.step_seconds / state.step))
+        state.planned_steps = min(schedule.total_steps, max(state.step, fits))
+        state.stopped_by_budget = state.planned_steps < schedule.total_steps
+        schedule.total_steps = state.planned_steps
 
     def _end_epoch(self, state: TrainState, val: Sequence[Encoded]) -> None:
         epoch_losses = [loss for _, loss in state.losses[len(state.losses) - state.batches_done :]]
@@ -365,15 +390,21 @@ class LoraTrainer:
         return state
 
 
-def _warmup_then_decay(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
-    warmup = max(1, round(total_steps * warmup_ratio))
+class _WarmupThenDecay:
+    """LambdaLR's factor: linear warm-up over `warmup_ratio` of the steps, then linear decay to 0.
 
-    def factor(step: int) -> float:
+    `total_steps` may be lowered while training (a time budget); the factor follows it.
+    """
+
+    def __init__(self, total_steps: int, warmup_ratio: float) -> None:
+        self.total_steps = total_steps
+        self.warmup_ratio = warmup_ratio
+
+    def __call__(self, step: int) -> float:
+        warmup = max(1, round(self.total_steps * self.warmup_ratio))
         if step < warmup:
             return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return factor
+        return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warmup))
 
 
 def _scratch_for(folder: Path) -> Path:

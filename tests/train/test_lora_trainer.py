@@ -1,15 +1,18 @@
-"""The training loop: the answer-only loss, loss going down, and resuming after a crash."""
+"""The training loop: answer-only loss, loss going down, a time budget, resuming after a crash."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 
+from services.train import trainer as trainer_module
 from services.train.data import Encoded, encode_examples, parse_jsonl
 from services.train.request import TrainParams
 from services.train.trainer import (
@@ -126,6 +129,31 @@ def test_a_crashed_training_resumes_where_its_checkpoint_left_it(
         [loss for _, loss in reference.losses], abs=1e-3
     )
     assert resumed.epochs[-1]["val_loss"] == pytest.approx(reference.epochs[-1]["val_loss"])
+
+
+def test_a_time_budget_cuts_the_run_and_its_learning_rate_decay_to_the_steps_that_fit(
+    tmp_path: Path, tiny_model: Path, encoded: list[Encoded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A clock that makes every step take exactly 1 s: a 7.5 s budget fits 7 of the 8 steps.
+    ticks = itertools.count()
+    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    trainer = make_trainer(tiny_model, tmp_path / "cut", max_minutes=7.5 / 60)
+    lrs: list[float] = []
+    cut = trainer.fit(
+        encoded[:32],
+        encoded[32:],
+        lambda _: lrs.append(trainer.optimizer.param_groups[0]["lr"]),
+    )
+    assert cut.step == cut.planned_steps == 7 and cut.stopped_by_budget and cut.finished
+    assert [e["epoch"] for e in cut.epochs] == [1, 2]  # the cut epoch still gets its val loss
+    assert cut.epochs[-1]["val_loss"] is not None
+    # The decay ends on the last step that runs (uncut, step 7 of 8 would leave 1/7 of the peak).
+    assert lrs[-1] == 0.0 and lrs[-2] > 0
+
+    roomy = make_trainer(tiny_model, tmp_path / "roomy", max_minutes=60).fit(
+        encoded[:32], encoded[32:]
+    )
+    assert roomy.step == roomy.planned_steps == 8 and not roomy.stopped_by_budget
 
 
 def test_a_checkpoint_of_other_training_is_ignored(
