@@ -35,7 +35,8 @@ demo: install
 # Three epochs instead of `make demo`'s one, then the quality report on the hand-written set and the
 # generated test split through the live gateway (bench/quality.py); about an hour on 2 cores.
 demo-full: install
-	DEMO_ROWS=$(DEMO_FULL_ROWS) DEMO_EPOCHS=$(DEMO_FULL_EPOCHS) DEMO_LR=$(DEMO_FULL_LR) DEMO_QUALITY=1 deploy/local/demo.sh
+	DEMO_ROWS=$(DEMO_FULL_ROWS) DEMO_EPOCHS=$(DEMO_FULL_EPOCHS) DEMO_LR=$(DEMO_FULL_LR) DEMO_TRAIN_MINUTES= DEMO_EVAL_ROWS= \
+	  DEMO_QUALITY=1 deploy/local/demo.sh
 
 # Debian's promtool (package prometheus) for the Prometheus checks in tests/deploy, and chromium for
 # the console's browser tests; each skipped, with the reason, where it cannot be installed.

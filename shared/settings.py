@@ -263,6 +263,13 @@ class Settings(BaseSettings):
         "long again as the adapter's evaluation; `make demo` turns it off).",
     )
     eval_batch_size: int = Field(8, ge=1, le=512, description="Rows generated at once in eval.")
+    eval_max_rows: int | None = Field(
+        None,
+        ge=1,
+        description="Score at most this many rows of a run's test split: a fixed sample, the same "
+        "for every version trained on the run. Empty: every row (`make demo` scores 40 to stay "
+        "within its time budget).",
+    )
     eval_max_new_tokens: int = Field(
         512,
         ge=8,

@@ -9,6 +9,7 @@ or, once registered, returns its adapter without training.
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from services.train.data import (
     EvalSet,
+    Example,
     encode_examples,
     find_run,
     in_target_form,
@@ -143,7 +145,7 @@ def run_training(
         on_stage,
         params.target_form,
     )
-    test_set = EvalSet(PRIMARY_SET, f"test split of {run.run_id}", splits["test"])
+    test_set = scored_test_split(run.run_id, splits["test"], settings.eval_max_rows)
     evaluation = {"sets": evaluator.evaluate([test_set], include_base=settings.eval_base_model)}
     version = adapters.claim_version(store, request.name, train_run_id)
     promote, promotion, comparison = _promotion_decision(
@@ -194,6 +196,22 @@ def run_training(
     return TrainOutcome(train_run_id, registered, promote, promotion, reused=False)
 
 
+def scored_test_split(run_id: str, test: Sequence[Example], max_rows: int | None) -> EvalSet:
+    """A run's test split to score; with `max_rows`, a fixed sample of it.
+
+    The sample is drawn from the run id, so every version trained on the run is scored on the
+    same rows and promotion compares like with like.
+    """
+    if max_rows is None or len(test) <= max_rows:
+        return EvalSet(PRIMARY_SET, f"test split of {run_id}", test)
+    picked = sorted(random.Random(run_id).sample(range(len(test)), max_rows))
+    return EvalSet(
+        PRIMARY_SET,
+        f"{max_rows} of the {len(test)} rows of the test split of {run_id}",
+        [test[i] for i in picked],
+    )
+
+
 def evaluate_adapter(
     store: Store,
     settings: Settings,
@@ -216,7 +234,7 @@ def evaluate_adapter(
         test = load_split(store, run, "test")
         if not test:
             raise InvalidInputError(f"distill run {run_id} has an empty test split", param="run")
-        sets.append(EvalSet(PRIMARY_SET, f"test split of {run_id}", test))
+        sets.append(scored_test_split(run_id, test, settings.eval_max_rows))
     sets += [EvalSet(f"gold {path.name}", str(path), load_gold(path, schema)) for path in gold]
     if not sets:
         raise InvalidInputError("nothing to evaluate: give a distill run or a gold file")

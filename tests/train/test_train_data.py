@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from services.train.data import (
+    Example,
     encode_examples,
     find_run,
     length_grouped_batches,
@@ -17,6 +18,7 @@ from services.train.data import (
     parse_jsonl,
     with_labelsets,
 )
+from services.train.pipeline import scored_test_split
 from shared.chat import encode_prompt, render_prompt, turn_end_token
 from shared.errors import InvalidInputError, NotFoundError
 from shared.models import load_tokenizer
@@ -112,3 +114,16 @@ def test_batches_group_similar_lengths_and_cover_every_example_once() -> None:
     assert spread / len(batches) < 10  # random batches would spread over most of 0..100
     assert batches == length_grouped_batches(lengths, batch_size=8, seed=3)
     assert batches != length_grouped_batches(lengths, batch_size=8, seed=4)
+
+
+def test_a_capped_test_split_is_a_fixed_sample_of_its_rows() -> None:
+    test = [Example(f"row-{i}", (), target="", label={}) for i in range(113)]
+    capped = scored_test_split("dr-1", test, 40)
+    ids = [e.id for e in capped.examples]
+    assert len(set(ids)) == 40 and set(ids) <= {e.id for e in test}
+    assert ids == sorted(ids, key=lambda i: int(i.removeprefix("row-")))  # split order kept
+    assert [e.id for e in scored_test_split("dr-1", test, 40).examples] == ids  # every version
+    assert [e.id for e in scored_test_split("dr-2", test, 40).examples] != ids  # another run
+    assert capped.source == "40 of the 113 rows of the test split of dr-1"
+    assert scored_test_split("dr-1", test, None).examples == test
+    assert scored_test_split("dr-1", test, 113).examples == test
