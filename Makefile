@@ -33,7 +33,8 @@ demo: install
 	DEMO_ROWS=$(DEMO_ROWS) deploy/local/demo.sh
 
 # Three epochs instead of `make demo`'s one, then the quality report on the hand-written set and the
-# generated test split through the live gateway (bench/quality.py); about an hour on 2 cores.
+# generated test split through the live gateway (bench/quality.py); about an hour on 2 cores with
+# bf16 in hardware, far longer without (one epoch alone took 38 min on such a machine).
 demo-full: install
 	DEMO_ROWS=$(DEMO_FULL_ROWS) DEMO_EPOCHS=$(DEMO_FULL_EPOCHS) DEMO_LR=$(DEMO_FULL_LR) DEMO_TRAIN_MINUTES= DEMO_EVAL_ROWS= \
 	  DEMO_QUALITY=1 deploy/local/demo.sh

@@ -14,7 +14,7 @@ epochs=${DEMO_EPOCHS:-1}
 # One epoch learns more at 1e-3 than at training's 3e-4 default: validation loss 0.0100 vs 0.0145
 # on the 112-row validation split (README, Quick start). make demo-full's three epochs keep 3e-4.
 lr=${DEMO_LR:-1e-3}
-# The 30-minute budget on machines that train three times slower than others (fp32 where the CPU
+# The 30-minute budget on machines that train 2.7 times slower than others (fp32 where the CPU
 # has no bf16): training stops at 12 minutes of steps, its learning rate decaying to that end,
 # and the test split is scored on 40 of its rows. Empty values lift either limit (demo-full).
 train_minutes=${DEMO_TRAIN_MINUTES-12}
