@@ -247,7 +247,7 @@ class LoraTrainer:
                 value = loss.item()
                 state.losses.append([state.step, round(value, 5)])
                 if params.max_minutes and state.planned_steps is None:
-                    self._plan_to_budget(state, schedule)
+                    self._plan_to_budget(state, schedule, params.max_minutes * 60)
                 if on_progress:
                     on_progress(
                         TrainProgress(
@@ -271,7 +271,9 @@ class LoraTrainer:
         self.model.eval()
         return state
 
-    def _plan_to_budget(self, state: TrainState, schedule: _WarmupThenDecay) -> None:
+    def _plan_to_budget(
+        self, state: TrainState, schedule: _WarmupThenDecay, budget_s: float
+    ) -> None:
         """Once the first steps are timed, cut the run to the steps that fit in the budget.
 
         The schedule's end moves with it, so the learning rate still decays to zero on the last
@@ -279,8 +281,7 @@ class LoraTrainer:
         """
         if state.step < min(BUDGET_PROBE_STEPS, schedule.total_steps):
             return
-        assert self.params.max_minutes is not None
-        fits = math.floor(self.params.max_minutes * 60 / (state.step_seconds / state.step))
+        fits = math.floor(budget_s / (state.step_seconds / state.step))
         state.planned_steps = min(schedule.total_steps, max(state.step, fits))
         state.stopped_by_budget = state.planned_steps < schedule.total_steps
         schedule.total_steps = state.planned_steps
