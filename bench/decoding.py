@@ -3,14 +3,15 @@
     .venv/bin/python bench/decoding.py --mode copy=extractor --mode anchors=anchors
                                        [--gateway http://127.0.0.1:8003] [--api-key demo-key]
                                        [--concurrency 32] [--split test|val|none] [--rounds 1]
-                                       [--out var/bench/decoding.json]
+                                       [--gold FILE ...] [--out var/bench/decoding.json]
 
 Each `--mode LABEL=ADAPTER` names a registered adapter version trained in one target form
 (`tiqu train --target-form copy|anchors`; the gateway reads the form from its manifest and
 decodes and expands accordingly). The first mode is the baseline. Every mode answers the same
-complaints, the hand-written set (`tests/data/handwritten/complaints.jsonl`) and, with
-`--split test`, the test split of the first mode's distill run (`--split val`: its validation
-split alone, to tune on), through `POST /v1/extract` with
+complaints, the hand-written set (`tests/data/handwritten/complaints.jsonl`), any `--gold` sets
+and, with `--split test`, the test split of the first mode's distill run (`--split val`: the
+tuning sets alone, the hand-written development set `dev.jsonl` and the validation split),
+through `POST /v1/extract` with
 `--concurrency` requests in flight, one mode after the other on the same engine; `--rounds 2`
 runs the modes twice in alternating order (A B B A) so a machine that slows down mid-run
 does not favour one.
@@ -30,6 +31,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.quality import HANDWRITTEN, console, extract_all, label_of, pct, text_of
+from bench.quality import HANDWRITTEN, HANDWRITTEN_DEV, console, extract_all, label_of, pct, text_of
 from services.train.data import Example, find_run, load_gold, load_split
 from services.train.scoring import score
 from shared import adapters
@@ -156,13 +158,19 @@ def table(title: str, results: dict[str, dict[str, Any]]) -> Table:
     return out
 
 
-def eval_sets(split: str, baseline: str) -> list[tuple[str, list[Example]]]:
+GOLD_HELP = "another labelled JSONL set to score beside the hand-written one; repeatable"
+
+
+def eval_sets(
+    split: str, baseline: str, gold: Sequence[Path] = ()
+) -> list[tuple[str, list[Example]]]:
+    """The hand-written evaluation set, `gold` files and the generated test split; with `split`
+    "val", the tuning sets alone: the hand-written development set and the validation split."""
     schema = get_schema()
-    sets = []
-    # Tuning looks at the validation split alone: the evaluation sets stay unseen until the
-    # recipe is fixed.
-    if split != "val":
-        sets.append((f"hand-written {HANDWRITTEN.name}", load_gold(HANDWRITTEN, schema)))
+    # Tuning looks at the tuning sets alone: the evaluation sets stay unseen until the recipe is
+    # fixed.
+    paths = [HANDWRITTEN_DEV] if split == "val" else [HANDWRITTEN, *gold]
+    sets = [(f"hand-written {path.name}", load_gold(path, schema)) for path in paths]
     if split in ("test", "val"):
         store = Store.from_settings()
         run_id = adapters.resolve(store, baseline.replace("@", ":")).get("run_id")
@@ -192,6 +200,7 @@ def main() -> None:
         help="val: the run's validation split alone, for tuning; none: the hand-written set only.",
     )
     parser.add_argument("--rounds", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--gold", type=Path, action="append", default=[], help=GOLD_HELP)
     parser.add_argument("--out", type=Path, default=Path("var/bench/decoding.json"))
     args = parser.parse_args()
     modes = dict(mode.split("=", 1) for mode in args.mode)
@@ -199,7 +208,7 @@ def main() -> None:
         parser.error("each --mode needs its own LABEL")
     labels = list(modes)
     report: dict[str, Any] = {"gateway": args.gateway, "modes": modes, "sets": {}}
-    for set_name, examples in eval_sets(args.split, modes[labels[0]]):
+    for set_name, examples in eval_sets(args.split, modes[labels[0]], args.gold):
         order = labels if args.rounds == 1 else [*labels, *reversed(labels)]
         parts: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
         for label in order:

@@ -1,7 +1,7 @@
 """Runtime LoRA vs the same adapter merged into the base weights, side by side, in one run.
 
     .venv/bin/python bench/merged.py [--adapter extractor] [--concurrency 32] [--single 16]
-                                     [--split test|val|none] [--rounds 2]
+                                     [--split test|val|none] [--rounds 2] [--gold FILE ...]
                                      [--tuned LABEL="VLLM FLAGS" ...]
                                      [--out var/bench/merged.json]
 
@@ -13,15 +13,16 @@ base weights, `services/serve/merge.py`). Each `--tuned` adds a stack that serve
 those vLLM flags added (`TIQU_ENGINE_EXTRA_ARGS`, e.g. n-gram speculative decoding or 16-token KV
 blocks). All are stopped at the end, on errors and on Ctrl-C.
 
-For each set (the hand-written complaints and, with `--split test`, the adapter's generated test
-split): every complaint through each gateway with `--concurrency` requests in flight (`--rounds
-2`: A B C C B A, so a machine that slows down mid-run favours none), then the first `--single`
-complaints one request at a time (the latency of a lone extraction). Prints extractions/s,
-p50/p95, p50 alone, decoded and prompt tokens per extraction, each field's exact match, question
-similarity, all fields correct and schema-valid answers, with the ratios to the baseline, and
-from the engine's counters the decode steps per extraction (fewer than the decoded tokens when
-speculative drafts are accepted) and the share of prompt tokens its prefix cache held. Writes
-everything to `--out`. On Gemma-3-270m with 2 CPU cores it takes about 20 minutes (about 8
+For each set (the hand-written complaints, any `--gold` sets and, with `--split test`, the
+adapter's generated test split; `--split val`: the tuning sets alone, the hand-written development
+set and the validation split): every complaint through each gateway with `--concurrency` requests
+in flight (`--rounds 2`: A B C C B A, so a machine that slows down mid-run favours none), then the
+first `--single` complaints one request at a time (the latency of a lone extraction). Prints
+extractions/s, p50/p95, p50 alone, decoded and prompt tokens per extraction, each field's exact
+match, question similarity, all fields correct and schema-valid answers, with the ratios to the
+baseline, and from the engine's counters the decode steps per extraction (fewer than the decoded
+tokens when speculative drafts are accepted) and the share of prompt tokens its prefix cache held.
+Writes everything to `--out`. On Gemma-3-270m with 2 CPU cores it takes about 20 minutes (about 8
 more per tuned stack).
 """
 
@@ -43,7 +44,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.decoding import eval_sets, merged, run_mode, summary, table
+from bench.decoding import GOLD_HELP, eval_sets, merged, run_mode, summary, table
 from bench.quality import console
 from bench.serve_support import EngineCounters, Stack, engine_tokens
 from shared import adapters
@@ -133,6 +134,7 @@ def main() -> None:
         help="also a stack serving the adapter merged with these vLLM flags added "
         "(TIQU_ENGINE_EXTRA_ARGS); repeatable",
     )
+    parser.add_argument("--gold", type=Path, action="append", default=[], help=GOLD_HELP)
     parser.add_argument("--out", type=Path, default=Path("var/bench/merged.json"))
     args = parser.parse_args()
     manifest = adapters.resolve(Store.from_settings(), args.adapter)
@@ -150,7 +152,7 @@ def main() -> None:
         for index, (label, merge, extra_args) in enumerate(variants):
             console.print(f"starting the {label} stack for {reference}")
             stacks[label] = start_stack(work / f"stack{index}", reference, merge, extra_args)
-        for set_name, examples in eval_sets(args.split, reference):
+        for set_name, examples in eval_sets(args.split, reference, args.gold):
             order = labels if args.rounds == 1 else labels + labels[::-1]
             parts: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
             for label in order:

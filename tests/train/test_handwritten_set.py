@@ -1,4 +1,5 @@
-"""The hand-written evaluation set is well-formed: every gold value is typed and in its text."""
+"""The hand-written sets are well-formed: every gold value is typed and in its text, and the
+development set (looked at while tuning) shares no complaint with the evaluation set."""
 
 from __future__ import annotations
 
@@ -13,20 +14,41 @@ from shared.normalize import field_grounded
 from shared.samples import generate_complaints
 from shared.schema import get_schema
 
-GOLD = Path(__file__).resolve().parents[1] / "data" / "handwritten" / "complaints.jsonl"
+HANDWRITTEN = Path(__file__).resolve().parents[1] / "data" / "handwritten"
+GOLD = HANDWRITTEN / "complaints.jsonl"
+DEV = HANDWRITTEN / "dev.jsonl"
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module", params=[GOLD, DEV], ids=["evaluation", "development"])
+def gold_file(request: pytest.FixtureRequest) -> Path:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def rows() -> list[dict]:
-    return [json.loads(line) for line in GOLD.read_text(encoding="utf-8").splitlines()]
+def rows(gold_file: Path) -> list[dict]:
+    return read(gold_file)
 
 
-def test_it_has_at_least_200_distinct_complaints_in_many_styles(rows: list[dict]) -> None:
+def test_the_evaluation_set_has_at_least_200_distinct_complaints_in_many_styles() -> None:
+    rows = read(GOLD)
     assert len(rows) >= 200
     assert len({row["id"] for row in rows}) == len(rows)
     assert len({row["text"] for row in rows}) == len(rows)
     styles = Counter(row["style"] for row in rows)
     assert len(styles) >= 25 and min(styles.values()) >= 5
+
+
+def test_the_development_set_covers_the_same_styles_with_other_complaints() -> None:
+    evaluation, development = read(GOLD), read(DEV)
+    assert {row["style"] for row in development} == {row["style"] for row in evaluation}
+    assert min(Counter(row["style"] for row in development).values()) >= 3
+    assert len({row["text"] for row in development}) == len(development)
+    assert not {row["text"] for row in development} & {row["text"] for row in evaluation}
+    assert not {row["id"] for row in development} & {row["id"] for row in evaluation}
 
 
 def test_every_gold_label_fits_the_schema_and_its_text(rows: list[dict]) -> None:
@@ -53,6 +75,6 @@ def test_no_text_comes_from_the_sample_generator(rows: list[dict]) -> None:
     assert not generated & {row["text"] for row in rows}
 
 
-def test_tiqu_eval_reads_it_as_a_gold_file(rows: list[dict]) -> None:
-    examples = load_gold(GOLD, get_schema())
+def test_tiqu_eval_reads_it_as_a_gold_file(gold_file: Path, rows: list[dict]) -> None:
+    examples = load_gold(gold_file, get_schema())
     assert len(examples) == len(rows)
