@@ -16,7 +16,7 @@ Gold sets: the hand-written set (`tests/data/handwritten/complaints.jsonl`) by d
 holds it; `--split val` scores the tuning sets instead: the hand-written development set
 (`tests/data/handwritten/dev.jsonl`) and the run's validation split. Prints one table
 per set with the goals of issue 11, the hand-written set's all-fields-correct rate per style,
-and writes everything to `--out`.
+and writes everything to `--out`, each row's answer beside its gold label included.
 """
 
 from __future__ import annotations
@@ -238,6 +238,11 @@ def main() -> None:
             "adapter": score(model, golds, schema, ids),
             "regex": score(baseline, golds, schema, ids),
             "latency_p50_s": sorted(latencies)[len(latencies) // 2] if latencies else None,
+            # Row by row, to read the errors of a tuning set (never to tune on the others).
+            "answers": [
+                {"id": id_, "gold": gold, "answer": answer["fields"] if answer else None}
+                for id_, gold, answer in zip(ids, golds, answers, strict=True)
+            ],
         }
         if any(styles):
             entry["all_fields_correct_by_style"] = by_style(list(examples), styles, model)
