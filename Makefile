@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 TIQU := $(VENV)/bin/tiqu
 STAMP := $(VENV)/.installed
 DEMO_ROWS ?= 1200
+# When `make demo` began, set-up included: the demo's 30-minute budget counts from here.
+ifndef DEMO_STARTED
+DEMO_STARTED := $(shell date +%s)
+endif
 # `make demo-full`: the longer recipe for when quality matters more than the 30-minute budget.
 DEMO_FULL_ROWS ?= 1200
 DEMO_FULL_EPOCHS ?= 3
@@ -30,7 +34,7 @@ redis: install
 	$(PY) deploy/local/ensure_redis.py
 
 demo: install
-	DEMO_ROWS=$(DEMO_ROWS) deploy/local/demo.sh
+	DEMO_ROWS=$(DEMO_ROWS) DEMO_STARTED=$(DEMO_STARTED) deploy/local/demo.sh
 
 # Three epochs instead of `make demo`'s one, then the quality report on the hand-written set and the
 # generated test split through the live gateway (bench/quality.py); about an hour on 2 cores with
