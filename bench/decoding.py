@@ -87,6 +87,11 @@ def summary(
         if answered
         else None,
         "scores": scores,
+        # Row by row, to read the errors of a tuning set (never to tune on the others).
+        "answers": [
+            {"id": example.id, "answer": answer["fields"] if answer else None}
+            for example, answer in zip(examples, answers, strict=True)
+        ],
     }
 
 
