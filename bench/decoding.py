@@ -202,7 +202,8 @@ def main() -> None:
         "--split",
         choices=("test", "val", "none"),
         default="test",
-        help="val: the run's validation split alone, for tuning; none: the hand-written set only.",
+        help="val: the tuning sets alone (the hand-written development set and the run's "
+        "validation split); none: the hand-written sets only.",
     )
     parser.add_argument("--rounds", type=int, choices=(1, 2), default=1)
     parser.add_argument("--gold", type=Path, action="append", default=[], help=GOLD_HELP)
