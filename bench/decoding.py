@@ -39,7 +39,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.quality import HANDWRITTEN, HANDWRITTEN_DEV, console, extract_all, label_of, pct, text_of
+from bench.quality import console, extract_all, gold_paths, label_of, pct, text_of
 from services.train.data import Example, find_run, load_gold, load_split
 from services.train.scoring import score
 from shared import adapters
@@ -172,10 +172,9 @@ def eval_sets(
     """The hand-written evaluation set, `gold` files and the generated test split; with `split`
     "val", the tuning sets alone: the hand-written development set and the validation split."""
     schema = get_schema()
-    # Tuning looks at the tuning sets alone: the evaluation sets stay unseen until the recipe is
-    # fixed.
-    paths = [HANDWRITTEN_DEV] if split == "val" else [HANDWRITTEN, *gold]
-    sets = [(f"hand-written {path.name}", load_gold(path, schema)) for path in paths]
+    sets = [
+        (f"hand-written {path.name}", load_gold(path, schema)) for path in gold_paths(split, gold)
+    ]
     if split in ("test", "val"):
         store = Store.from_settings()
         run_id = adapters.resolve(store, baseline.replace("@", ":")).get("run_id")

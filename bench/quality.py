@@ -29,6 +29,7 @@ import re
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,12 +181,17 @@ def by_style(examples: list[Example], styles: list[str], model: list[str]) -> di
     }
 
 
+def gold_paths(split: str, extra: Sequence[Path] = ()) -> list[Path]:
+    """The labelled files to score: the hand-written evaluation set and `extra`; for `split`
+    "val" the hand-written development set alone, as tuning looks at the tuning sets only and
+    the evaluation sets stay unseen until the recipe is fixed."""
+    return [HANDWRITTEN_DEV] if split == "val" else [HANDWRITTEN, *extra]
+
+
 def gold_sets(args: argparse.Namespace) -> list[tuple[str, list[Example], list[str]]]:
     schema = get_schema()
     sets = []
-    # Tuning looks at the tuning sets alone: the evaluation sets stay unseen until the recipe is
-    # fixed.
-    for path in [HANDWRITTEN, *args.gold] if args.split != "val" else [HANDWRITTEN_DEV]:
+    for path in gold_paths(args.split, args.gold):
         styles = [json.loads(line).get("style", "") for line in path.read_text().splitlines()]
         sets.append((f"gold {path.name}", load_gold(path, schema), styles))
     store = Store.from_settings()
